@@ -1,0 +1,1 @@
+//! Benchmark folders, examples, replay memory and validation sets.

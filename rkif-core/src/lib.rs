@@ -1,0 +1,33 @@
+//! # rkif-core
+//!
+//! Recurrent Knowledge Identification and Fusion (Recurrent-KIF, ACL 2025) for continual
+//! learning of language models, on candle.
+//!
+//! Layers, from the bottom up (each module's doc says what it holds):
+//!
+//! - [`data`]: benchmark folders, examples, replay memory and validation sets.
+//! - [`eval`]: exact-match accuracy, the accuracy matrix and the continual-learning metrics.
+//! - [`report`]: the run-artifact schema (`manifest.json`, `metrics.json`, `events.jsonl`).
+//!
+//! With the default `candle` feature:
+//!
+//! - [`model`]: LoRA layers and the T5 / LLaMA backbones, loading and generation.
+//! - [`train`]: AdamW with restorable state, the learning-rate schedule, clipping.
+//! - [`kif`]: importance trackers, quantile masks and the fusion rule.
+//!
+//! Without default features only `data`, `eval` and `report` build, and they build for
+//! `wasm32-unknown-unknown` (the viewer uses them).
+
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod report;
+
+#[cfg(feature = "candle")]
+pub mod kif;
+#[cfg(feature = "candle")]
+pub mod model;
+#[cfg(feature = "candle")]
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,115 @@
+//! A linear map through a frozen weight whose backward pass computes only the input gradient.
+//!
+//! candle's matmul backward always computes the gradient of both operands, even when one of
+//! them is a plain (non-trainable) tensor. For LoRA training that doubles the work of every
+//! projection: the frozen base weight would get a full `dW = x^T dy` that nobody reads. Here
+//! the product is computed outside the graph and re-attached to `x` through a custom op whose
+//! backward returns `dy W` and nothing for the weight.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+/// `x W^T` for a frozen `W`.
+///
+/// Shapes: `x` `[..., in]`, `weight` `[out, in]`; result `[..., out]`.
+pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let (out_dim, in_dim) = weight.dims2()?;
+    let dims = x.dims();
+    let lead: Vec<usize> = dims[..dims.len().saturating_sub(1)].to_vec();
+    let rows: usize = lead.iter().product();
+    let x2 = x.reshape((rows, in_dim))?;
+    // The product itself, computed on detached inputs so the graph records nothing.
+    let y = x2.detach().matmul(&weight.t()?)?.contiguous()?;
+    let y = if x.track_op() {
+        x2.apply_op2(
+            &y,
+            InputGradOnly {
+                weight: weight.detach(),
+            },
+        )?
+    } else {
+        y
+    };
+    let mut out_shape = lead;
+    out_shape.push(out_dim);
+    y.reshape(out_shape)
+}
+
+/// The custom op: forward hands back the precomputed product, backward maps `dy` to `dy W`.
+struct InputGradOnly {
+    weight: Tensor,
+}
+
+fn contiguous_from_start(layout: &Layout) -> candle_core::Result<()> {
+    if layout.is_contiguous() && layout.start_offset() == 0 {
+        Ok(())
+    } else {
+        Err(candle_core::Error::Msg(
+            "frozen_linear: precomputed product must be contiguous".into(),
+        ))
+    }
+}
+
+impl CustomOp2 for InputGradOnly {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _x: &CpuStorage,
+        _x_layout: &Layout,
+        y: &CpuStorage,
+        y_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        contiguous_from_start(y_layout)?;
+        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _x: &candle_core::CudaStorage,
+        _x_layout: &Layout,
+        y: &candle_core::CudaStorage,
+        y_layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        contiguous_from_start(y_layout)?;
+        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // grad_res: [rows, out]; weight: [out, in] -> [rows, in].
+        Ok((Some(grad_res.matmul(&self.weight)?), None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn matches_plain_matmul_forward_and_input_gradient() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (5, 3), &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 3), &dev)?)?;
+        let ours = frozen_linear(x.as_tensor(), &w)?;
+        let plain = x.as_tensor().broadcast_matmul(&w.t()?)?;
+        let diff = (&ours - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+
+        let g_ours = ours.sqr()?.sum_all()?.backward()?;
+        let g_plain = plain.sqr()?.sum_all()?.backward()?;
+        let (a, b) = (g_ours.get(&x).unwrap(), g_plain.get(&x).unwrap());
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "input gradient differs by {diff}");
+        Ok(())
+    }
+}

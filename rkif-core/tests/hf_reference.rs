@@ -1,0 +1,8 @@
+//! The backbones, LoRA and AdamW against Hugging Face / PEFT reference outputs.
+//!
+//! The fixture folder comes from `RKIF_HF_FIXTURES` (default `../shared/fixtures/hf-reference`
+//! relative to the workspace root). Every size, name and input is read from the fixture files,
+//! so the same tests check any fixture set with the same layout.
+
+#[path = "hf_reference/common.rs"]
+mod common;
