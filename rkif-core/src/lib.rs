@@ -5,6 +5,7 @@
 //!
 //! Layers, from the bottom up (each module's doc says what it holds):
 //!
+//! - [`config`]: the run configuration, presets and validation.
 //! - [`data`]: benchmark folders, examples, replay memory and validation sets.
 //! - [`eval`]: exact-match accuracy, the accuracy matrix and the continual-learning metrics.
 //! - [`report`]: the run-artifact schema (`manifest.json`, `metrics.json`, `events.jsonl`).
@@ -18,6 +19,7 @@
 //! Without default features only `data`, `eval` and `report` build, and they build for
 //! `wasm32-unknown-unknown` (the viewer uses them).
 
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -15,38 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use super::frozen::frozen_linear;
 use crate::{Error, Result};
 
-/// LoRA hyper-parameters shared by every adapted layer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoraConfig {
-    /// Rank `r`.
-    pub rank: usize,
-    /// `alpha`; the update is scaled by `alpha / r`.
-    pub alpha: f64,
-    /// Dropout probability on the LoRA input (training only).
-    pub dropout: f32,
-    /// Module names to adapt (the last component of the Hugging Face name: `q`, `v`,
-    /// `q_proj`, `v_proj`, ...).
-    pub targets: Vec<String>,
-}
-
-impl Default for LoraConfig {
-    fn default() -> Self {
-        Self {
-            rank: 8,
-            alpha: 32.0,
-            dropout: 0.05,
-            targets: vec!["q".into(), "v".into()],
-        }
-    }
-}
-
-impl LoraConfig {
-    /// `alpha / r`.
-    pub fn scale(&self) -> f64 {
-        self.alpha / self.rank as f64
-    }
-}
+pub use crate::config::LoraConfig;
 
 /// The seeded generator that draws LoRA dropout masks (and initial `A` values). Shared by all
 /// layers of a model, so that the draws follow the forward order and a saved state resumes

@@ -1,0 +1,625 @@
+//! Run configuration: what to train, on what, and how. Serialised with every run (the manifest
+//! holds the whole derived config), read from TOML with unknown keys refused, and validated
+//! with errors that name the field.
+//!
+//! Defaults are the reference implementation's hyper-parameters (METHOD.md); presets derive
+//! from them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The continual-learning method a run trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Sequential LoRA fine-tuning, no memory: the lower bound.
+    SeqLora,
+    /// The replay memory mixed into the training batches, no fusion.
+    Replay,
+    /// Joint training on all tasks at once: the upper bound.
+    Mtl,
+    /// TaSL (METHOD.md section 7): skill-unit importance, merge after each task.
+    Tasl,
+    /// Recurrent-KIF: inner steps, outer steps on the memory, fusion every round.
+    Rkif,
+    /// Ablation: Recurrent-KIF's outer steps without fusion.
+    RkifNoFusion,
+    /// Ablation: Recurrent-KIF fusing once per task instead of every round.
+    RkifFuseOnce,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::SeqLora,
+        Method::Replay,
+        Method::Mtl,
+        Method::Tasl,
+        Method::Rkif,
+        Method::RkifNoFusion,
+        Method::RkifFuseOnce,
+    ];
+
+    /// The kebab-case name used in configs, on the command line and in run names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::SeqLora => "seq-lora",
+            Method::Replay => "replay",
+            Method::Mtl => "mtl",
+            Method::Tasl => "tasl",
+            Method::Rkif => "rkif",
+            Method::RkifNoFusion => "rkif-no-fusion",
+            Method::RkifFuseOnce => "rkif-fuse-once",
+        }
+    }
+
+    /// Parse a method name (the kebab-case form).
+    pub fn parse(name: &str) -> Result<Method> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                Error::config(
+                    "method",
+                    format!("unknown method `{name}`; known: {}", known.join(", ")),
+                )
+            })
+    }
+
+    /// Whether the method reads the replay memory.
+    pub fn uses_memory(self) -> bool {
+        matches!(
+            self,
+            Method::Replay | Method::Rkif | Method::RkifNoFusion | Method::RkifFuseOnce
+        )
+    }
+}
+
+/// Where the base model comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelSource {
+    /// The small base model that ships with rkif (`data/base-model/`).
+    Embedded,
+    /// A local Hugging Face folder (`config.json`, safetensors, `tokenizer.json`).
+    Local { path: PathBuf },
+    /// A Hugging Face hub id (needs the `hub` feature and the network).
+    Hub {
+        id: String,
+        #[serde(default)]
+        revision: Option<String>,
+    },
+    /// A GGUF file, dequantised to f32 for training.
+    Gguf { path: PathBuf },
+}
+
+/// LoRA hyper-parameters shared by every adapted layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank `r`.
+    pub rank: usize,
+    /// `alpha`; the update is scaled by `alpha / r`.
+    pub alpha: f64,
+    /// Dropout probability on the LoRA input (training only).
+    pub dropout: f32,
+    /// Module names to adapt: the last component of the Hugging Face name (`q`, `v`, `q_proj`,
+    /// `v_proj`, ...) or a full module path.
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 32.0,
+            dropout: 0.05,
+            targets: vec!["q".into(), "v".into()],
+        }
+    }
+}
+
+impl LoraConfig {
+    /// `alpha / r`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}
+
+/// The model, its LoRA and where it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub source: ModelSource,
+    pub lora: LoraConfig,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// `f32`, or `bf16` (GPU only: on CPU bf16 is about twice as slow).
+    pub dtype: String,
+    /// Inputs longer than this many tokens are truncated (from the left for decoder prompts).
+    pub max_source_len: usize,
+    /// Targets longer than this many tokens are truncated.
+    pub max_target_len: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            source: ModelSource::Embedded,
+            lora: LoraConfig::default(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            max_source_len: 512,
+            max_target_len: 50,
+        }
+    }
+}
+
+/// The optimiser and the training budget of one task (METHOD.md section 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Gradient-norm clipping threshold.
+    pub max_grad_norm: f64,
+    /// Examples per forward pass.
+    pub micro_batch: usize,
+    /// Micro-batches per optimiser step (effective batch = micro_batch * grad_accum).
+    pub grad_accum: usize,
+    pub epochs: usize,
+    /// Optional cap on optimiser steps per task (reduced protocols).
+    pub max_steps_per_task: Option<usize>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 3e-4,
+            warmup_steps: 50,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            max_grad_norm: 1.0,
+            micro_batch: 2,
+            grad_accum: 4,
+            epochs: 10,
+            max_steps_per_task: None,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Examples per optimiser step.
+    pub fn effective_batch(&self) -> usize {
+        self.micro_batch * self.grad_accum
+    }
+}
+
+/// Which importance estimate the trackers use (METHOD.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportanceKind {
+    /// `|p g|`, the reference default.
+    FirstOrder,
+    /// `|p g|^2`.
+    SecondOrder,
+    /// `|p g - (p g)^2 / 2|`.
+    Mixed,
+}
+
+/// How outer (memory) steps update the adapter (METHOD.md section 2, "Outer optimiser").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OuterOptimizer {
+    /// The task's AdamW at its current scheduled learning rate, sharing moments (the
+    /// reference's T5 behaviour).
+    Shared,
+    /// A separate AdamW with its own constant learning rate.
+    Separate { lr: f64 },
+}
+
+/// Fusion coefficients `(c_in, c_out)` for the four cases of the two masks (METHOD.md section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FusionTable {
+    pub inner_only: [f64; 2],
+    pub outer_only: [f64; 2],
+    pub both: [f64; 2],
+    pub neither: [f64; 2],
+}
+
+impl Default for FusionTable {
+    fn default() -> Self {
+        Self {
+            inner_only: [1.0, 0.0],
+            outer_only: [0.0, 1.0],
+            both: [0.4, 0.6],
+            neither: [0.5, 0.5],
+        }
+    }
+}
+
+/// Recurrent-KIF's identification and fusion settings (METHOD.md sections 2-5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KifConfig {
+    /// Inner optimiser steps per round (`Q`).
+    pub inner_steps: usize,
+    /// Outer (memory) steps per round (`M`).
+    pub outer_steps: usize,
+    /// Examples per outer step.
+    pub memory_batch: usize,
+    /// Share of each previous task's training set kept in the replay memory.
+    pub memory_fraction: f64,
+    /// EMA factor of the sensitivity.
+    pub beta1: f64,
+    /// EMA factor of the uncertainty.
+    pub beta2: f64,
+    /// The mask keeps elements whose score is above this quantile of all scores.
+    pub quantile: f64,
+    pub importance: ImportanceKind,
+    pub outer_optimizer: OuterOptimizer,
+    pub fusion: FusionTable,
+}
+
+impl Default for KifConfig {
+    fn default() -> Self {
+        Self {
+            inner_steps: 8,
+            outer_steps: 4,
+            memory_batch: 8,
+            memory_fraction: 0.02,
+            beta1: 0.85,
+            beta2: 0.85,
+            quantile: 0.8,
+            importance: ImportanceKind::FirstOrder,
+            outer_optimizer: OuterOptimizer::Shared,
+            fusion: FusionTable::default(),
+        }
+    }
+}
+
+/// Which adapter state ends a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// The checkpoint with the lowest validation loss (the reference default).
+    BestVal,
+    /// The state after the last round.
+    Last,
+}
+
+/// Evaluation and model selection (METHOD.md sections 2 and 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    /// At most this many test examples per task (None: the whole test set).
+    pub max_examples_per_task: Option<usize>,
+    /// Also evaluate tasks not trained yet (the upper triangle, for FWT).
+    pub all_tasks: bool,
+    pub select: Selection,
+    /// Validation loss every this many optimiser steps.
+    pub val_every: usize,
+    /// Dev examples per seen task in the validation set.
+    pub val_per_task: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            batch_size: 16,
+            max_examples_per_task: None,
+            all_tasks: false,
+            select: Selection::BestVal,
+            val_every: 40,
+            val_per_task: 25,
+        }
+    }
+}
+
+/// The benchmark, its task order and any reduction of its data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// The benchmark folder; None: `RKIF_DATA_DIR`, else the embedded default benchmark.
+    pub dir: Option<PathBuf>,
+    /// A named task order of the benchmark (e.g. `standard-1`), or None for the default order.
+    pub order: Option<String>,
+    /// Explicit task list, overriding `order`.
+    pub tasks: Option<Vec<String>>,
+    /// At most this many training examples per task (None: all).
+    pub max_train_per_task: Option<usize>,
+}
+
+/// Everything a run needs. Saved whole in the run manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub method: Method,
+    /// The root seed; every generator of the run derives from it (recorded in the manifest).
+    pub seed: u64,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub kif: KifConfig,
+    pub eval: EvalConfig,
+    pub data: DataConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Rkif,
+            seed: 42,
+            model: ModelConfig::default(),
+            optim: OptimConfig::default(),
+            kif: KifConfig::default(),
+            eval: EvalConfig::default(),
+            data: DataConfig::default(),
+        }
+    }
+}
+
+/// The names of the built-in presets.
+pub const PRESETS: [&str; 3] = ["reference-t5", "reference-llama", "quick"];
+
+impl RunConfig {
+    /// A built-in preset:
+    ///
+    /// - `reference-t5`: the reference's T5 hyper-parameters (micro-batch 2 x 4 accumulation,
+    ///   10 epochs, LoRA on `q`, `v`).
+    /// - `reference-llama`: the reference's LLaMA setting (effective batch 64, `q_proj`, `v_proj`).
+    /// - `quick`: the embedded default benchmark and base model, sized to finish in minutes on a
+    ///   laptop CPU.
+    pub fn preset(name: &str) -> Result<RunConfig> {
+        let mut c = RunConfig::default();
+        match name {
+            "reference-t5" => {}
+            "reference-llama" => {
+                c.model.lora.targets = vec!["q_proj".into(), "v_proj".into()];
+                c.optim.micro_batch = 8;
+                c.optim.grad_accum = 8;
+                c.model.max_source_len = 1024;
+            }
+            "quick" => {
+                c.model.lora.targets = vec!["q_proj".into(), "v_proj".into()];
+                c.optim.micro_batch = 8;
+                c.optim.grad_accum = 1;
+                c.optim.epochs = 2;
+                c.optim.warmup_steps = 10;
+                c.optim.lr = 1e-3;
+                c.eval.max_new_tokens = 8;
+                c.eval.val_every = 20;
+                c.model.max_source_len = 96;
+                c.model.max_target_len = 8;
+            }
+            other => {
+                return Err(Error::config(
+                    "preset",
+                    format!("unknown preset `{other}`; known: {}", PRESETS.join(", ")),
+                ))
+            }
+        }
+        Ok(c)
+    }
+
+    /// Parse a TOML config (unknown keys refused) and validate it. `origin` names the source in
+    /// errors (a file path, or `<string>`).
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<RunConfig> {
+        let c: RunConfig =
+            toml::from_str(text).map_err(|e| Error::format(origin, e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Read and validate a TOML config file.
+    pub fn from_toml_file(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// The config as TOML (what `rkif run --print-config` shows and a user can edit).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::config("<config>", e.to_string()))
+    }
+
+    /// Check every value's range; the error names the first offending field.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        positive("model.lora.rank", m.lora.rank)?;
+        finite_positive("model.lora.alpha", m.lora.alpha)?;
+        probability("model.lora.dropout", m.lora.dropout as f64, false)?;
+        if m.lora.targets.is_empty() {
+            return Err(Error::config(
+                "model.lora.targets",
+                "no target module given",
+            ));
+        }
+        if m.device != "cpu" && !m.device.starts_with("cuda") {
+            return Err(Error::config(
+                "model.device",
+                format!("`{}`: expected `cpu` or `cuda:N`", m.device),
+            ));
+        }
+        if !matches!(m.dtype.as_str(), "f32" | "bf16" | "f16") {
+            return Err(Error::config(
+                "model.dtype",
+                format!("`{}`: expected f32, bf16 or f16", m.dtype),
+            ));
+        }
+        positive("model.max_source_len", m.max_source_len)?;
+        positive("model.max_target_len", m.max_target_len)?;
+
+        let o = &self.optim;
+        finite_positive("optim.lr", o.lr)?;
+        finite_non_negative("optim.weight_decay", o.weight_decay)?;
+        probability("optim.beta1", o.beta1, false)?;
+        probability("optim.beta2", o.beta2, false)?;
+        finite_positive("optim.eps", o.eps)?;
+        finite_positive("optim.max_grad_norm", o.max_grad_norm)?;
+        positive("optim.micro_batch", o.micro_batch)?;
+        positive("optim.grad_accum", o.grad_accum)?;
+        positive("optim.epochs", o.epochs)?;
+        if let Some(n) = o.max_steps_per_task {
+            positive("optim.max_steps_per_task", n)?;
+        }
+
+        let k = &self.kif;
+        positive("kif.inner_steps", k.inner_steps)?;
+        positive("kif.memory_batch", k.memory_batch)?;
+        probability("kif.memory_fraction", k.memory_fraction, true)?;
+        probability("kif.beta1", k.beta1, false)?;
+        probability("kif.beta2", k.beta2, false)?;
+        probability("kif.quantile", k.quantile, true)?;
+        if let OuterOptimizer::Separate { lr } = k.outer_optimizer {
+            finite_positive("kif.outer_optimizer.lr", lr)?;
+        }
+        let f = &k.fusion;
+        for (field, pair) in [
+            ("kif.fusion.inner_only", f.inner_only),
+            ("kif.fusion.outer_only", f.outer_only),
+            ("kif.fusion.both", f.both),
+            ("kif.fusion.neither", f.neither),
+        ] {
+            for c in pair {
+                if !c.is_finite() || !(0.0..=1.0).contains(&c) {
+                    return Err(Error::config(
+                        field,
+                        format!("coefficient {c} is outside [0, 1]"),
+                    ));
+                }
+            }
+        }
+
+        let e = &self.eval;
+        positive("eval.max_new_tokens", e.max_new_tokens)?;
+        positive("eval.batch_size", e.batch_size)?;
+        positive("eval.val_every", e.val_every)?;
+        if let Some(n) = e.max_examples_per_task {
+            positive("eval.max_examples_per_task", n)?;
+        }
+        if let Some(n) = self.data.max_train_per_task {
+            positive("data.max_train_per_task", n)?;
+        }
+        if let Some(tasks) = &self.data.tasks {
+            if tasks.is_empty() {
+                return Err(Error::config("data.tasks", "empty task list"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::config(field, "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn finite_positive(field: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::config(
+            field,
+            format!("{v} must be a positive number"),
+        ));
+    }
+    Ok(())
+}
+
+fn finite_non_negative(field: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(Error::config(
+            field,
+            format!("{v} must be zero or positive"),
+        ));
+    }
+    Ok(())
+}
+
+/// `v` in `[0, 1)`, or `[0, 1]` when `closed`.
+fn probability(field: &str, v: f64, closed: bool) -> Result<()> {
+    let ok = v.is_finite() && v >= 0.0 && if closed { v <= 1.0 } else { v < 1.0 };
+    if !ok {
+        let range = if closed { "[0, 1]" } else { "[0, 1)" };
+        return Err(Error::config(field, format!("{v} is outside {range}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_round_trip_through_toml() -> Result<()> {
+        for name in PRESETS {
+            let c = RunConfig::preset(name)?;
+            c.validate()?;
+            let back = RunConfig::from_toml_str(&c.to_toml()?, Path::new("<preset>"))?;
+            assert_eq!(back, c, "{name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = RunConfig::from_toml_str("[optim]\nlearning_rate = 1.0\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.toml") && err.contains("learning_rate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_field() {
+        let err = RunConfig::from_toml_str("[kif]\nquantile = 1.5\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kif.quantile"), "{err}");
+        let err = RunConfig::from_toml_str("[optim]\nmicro_batch = 0\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("optim.micro_batch"), "{err}");
+    }
+
+    #[test]
+    fn partial_toml_keeps_defaults() -> Result<()> {
+        let c = RunConfig::from_toml_str(
+            "method = \"seq-lora\"\nseed = 7\n[model.source]\nkind = \"gguf\"\npath = \"m.gguf\"\n",
+            Path::new("<string>"),
+        )?;
+        assert_eq!(c.method, Method::SeqLora);
+        assert_eq!(c.seed, 7);
+        assert_eq!(
+            c.model.source,
+            ModelSource::Gguf {
+                path: PathBuf::from("m.gguf")
+            }
+        );
+        assert_eq!(c.kif, KifConfig::default());
+        Ok(())
+    }
+
+    #[test]
+    fn method_names_parse_back() -> Result<()> {
+        for m in Method::ALL {
+            assert_eq!(Method::parse(m.name())?, m);
+        }
+        assert!(Method::parse("ewc").is_err());
+        Ok(())
+    }
+}

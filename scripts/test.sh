@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one test command of rkif (README, "Running the tests"; CI calls it too).
+#
+# Needs: the Rust toolchain with the wasm32-unknown-unknown target, the benchmark data and
+# Hugging Face fixtures (../shared by default; RKIF_DATA_DIR, RKIF_HF_FIXTURES override), and the
+# SmolLM2 test model (scripts/fetch-test-model.sh; RKIF_SMOLLM2_GGUF overrides).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build the report/eval layer for wasm32 without candle"
+cargo build -p rkif-core --no-default-features --target wasm32-unknown-unknown
+
+step "tests"
+cargo test --workspace --all-targets
