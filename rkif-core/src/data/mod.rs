@@ -1,1 +1,3 @@
 //! Benchmark folders, examples, replay memory and validation sets.
+
+pub mod synthetic;
