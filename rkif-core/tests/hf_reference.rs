@@ -6,3 +6,7 @@
 
 #[path = "hf_reference/common.rs"]
 mod common;
+#[path = "hf_reference/lora_fixture.rs"]
+mod lora_fixture;
+#[path = "hf_reference/optim.rs"]
+mod optim;
