@@ -116,7 +116,11 @@ impl AdapterConfig {
             json!(self.alpha)
         };
         // f32 -> shortest decimal -> f64, so 0.05 is written as 0.05, not 0.0500000007.
-        let dropout: f64 = self.dropout.to_string().parse().unwrap_or(self.dropout as f64);
+        let dropout: f64 = self
+            .dropout
+            .to_string()
+            .parse()
+            .unwrap_or(self.dropout as f64);
         json!({
             "alpha_pattern": {},
             "auto_mapping": null,
@@ -203,7 +207,12 @@ impl AdapterConfig {
         let task_type = field("task_type")
             .and_then(Value::as_str)
             .and_then(TaskType::from_peft)
-            .ok_or_else(|| bad("task_type", "missing, or neither SEQ_2_SEQ_LM nor CAUSAL_LM"))?;
+            .ok_or_else(|| {
+                bad(
+                    "task_type",
+                    "missing, or neither SEQ_2_SEQ_LM nor CAUSAL_LM",
+                )
+            })?;
         let base_model_name_or_path = field("base_model_name_or_path")
             .and_then(Value::as_str)
             .unwrap_or_default()
@@ -260,7 +269,9 @@ pub fn file_key_from_runtime_name(runtime_name: &str) -> Option<String> {
 
 /// `base_model.model.<module>.lora_X.<adapter>.weight` -> (`<module>`, X).
 fn split_runtime_name(name: &str) -> Option<(&str, LoraFactor)> {
-    let rest = name.strip_prefix("base_model.model.")?.strip_suffix(".weight")?;
+    let rest = name
+        .strip_prefix("base_model.model.")?
+        .strip_suffix(".weight")?;
     let (rest, _adapter) = rest.rsplit_once('.')?;
     split_module_factor(rest)
 }
@@ -367,7 +378,10 @@ pub fn load_adapter<M: LoraModel + ?Sized>(model: &mut M, dir: &Path) -> Result<
             let t = tensors.remove(&key).ok_or_else(|| {
                 Error::tensor(
                     &key,
-                    format!("missing from {} (expected shape {shape:?})", weights_path.display()),
+                    format!(
+                        "missing from {} (expected shape {shape:?})",
+                        weights_path.display()
+                    ),
                 )
             })?;
             if t.dims() != shape {
@@ -542,9 +556,7 @@ fn file_dtype(name: &str, dtype: DType) -> Result<safetensors::Dtype> {
 }
 
 fn tensor_dtype(dtype: safetensors::Dtype) -> Option<DType> {
-    DTYPES
-        .iter()
-        .find_map(|&(d, f)| (f == dtype).then_some(d))
+    DTYPES.iter().find_map(|&(d, f)| (f == dtype).then_some(d))
 }
 
 /// Write `tensors` (name, tensor) with header `metadata` as one safetensors file, atomically.
@@ -609,7 +621,10 @@ mod tests {
             .as_deref(),
             Some("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")
         );
-        assert_eq!(file_key_from_runtime_name("model.layers.0.q_proj.weight"), None);
+        assert_eq!(
+            file_key_from_runtime_name("model.layers.0.q_proj.weight"),
+            None
+        );
     }
 
     #[test]
@@ -625,8 +640,8 @@ mod tests {
 
     #[test]
     fn unsupported_options_name_the_field() {
-        let mut json = AdapterConfig::new(&LoraConfig::default(), TaskType::CausalLm, "")
-            .to_peft_json();
+        let mut json =
+            AdapterConfig::new(&LoraConfig::default(), TaskType::CausalLm, "").to_peft_json();
         json["use_dora"] = json!(true);
         let err = AdapterConfig::from_peft_json(&json, Path::new("a.json"))
             .unwrap_err()
@@ -641,7 +656,10 @@ mod tests {
         let path = dir.join("f.txt");
         write_atomically(&path, b"one")?;
         write_atomically(&path, b"two")?;
-        assert_eq!(std::fs::read(&path).map_err(|e| Error::io(&path, e))?, b"two");
+        assert_eq!(
+            std::fs::read(&path).map_err(|e| Error::io(&path, e))?,
+            b"two"
+        );
         let names: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| Error::io(&dir, e))?
             .filter_map(|e| e.ok())

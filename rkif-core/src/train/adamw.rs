@@ -62,12 +62,18 @@ impl AdamWConfig {
     pub fn validate(&self) -> Result<()> {
         for (field, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&beta) {
-                return Err(Error::config(field, format!("must be in [0, 1), got {beta}")));
+                return Err(Error::config(
+                    field,
+                    format!("must be in [0, 1), got {beta}"),
+                ));
             }
         }
         for (field, x) in [("eps", self.eps), ("weight_decay", self.weight_decay)] {
             if !x.is_finite() || x < 0.0 {
-                return Err(Error::config(field, format!("must be finite and >= 0, got {x}")));
+                return Err(Error::config(
+                    field,
+                    format!("must be finite and >= 0, got {x}"),
+                ));
             }
         }
         Ok(())
@@ -178,7 +184,10 @@ impl AdamW {
         }
         for (name, g) in grads.iter() {
             let slot = self.slot(name).ok_or_else(|| {
-                Error::tensor(name, "has a gradient but is not a parameter of this optimiser")
+                Error::tensor(
+                    name,
+                    "has a gradient but is not a parameter of this optimiser",
+                )
             })?;
             if g.dims() != slot.var.dims() {
                 return Err(Error::tensor(
@@ -451,7 +460,9 @@ mod tests {
             beta2: 1.0,
             ..AdamWConfig::default()
         };
-        let err = AdamW::new(&[param(0.0).unwrap()], cfg).unwrap_err().to_string();
+        let err = AdamW::new(&[param(0.0).unwrap()], cfg)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("beta2"), "{err}");
     }
 }

@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn negative_rate_is_refused() {
-        let err = LinearWarmupSchedule::new(-1.0, 1, 2).unwrap_err().to_string();
+        let err = LinearWarmupSchedule::new(-1.0, 1, 2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lr"), "{err}");
     }
 }
