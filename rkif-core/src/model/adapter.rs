@@ -10,18 +10,15 @@
 //!
 //! Both files are written atomically (a temporary file in the same folder, then a rename), so
 //! an interrupted save never leaves a half-written adapter behind.
-//!
-//! The generic pieces (atomic writes, safetensors with metadata) are `pub(crate)` here so the
-//! optimiser checkpoint can use the same code.
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use super::lora::{is_target, LoraConfig};
+use super::lora::LoraConfig;
+use super::tensor_file::{read_safetensors, write_atomically, write_safetensors};
 use super::{LoraFactor, LoraModel};
 use crate::{Error, Result};
 
@@ -104,6 +101,17 @@ impl AdapterConfig {
     /// `alpha / r`.
     pub fn scale(&self) -> f64 {
         self.alpha / self.rank as f64
+    }
+
+    /// Whether PEFT adapts `module` under this config: a target equals the module name or is
+    /// a dotted suffix of it (`q` targets `encoder.block.0.layer.0.SelfAttention.q`).
+    pub fn targets(&self, module: &str) -> bool {
+        self.target_modules.iter().any(|t| {
+            module == t
+                || module
+                    .strip_suffix(t.as_str())
+                    .is_some_and(|head| head.ends_with('.'))
+        })
     }
 
     /// The JSON object PEFT 0.17 writes for a plain LoRA adapter saved for inference
@@ -308,6 +316,12 @@ pub fn save_adapter<M: LoraModel + ?Sized>(
             ));
         }
     }
+    if tensors.is_empty() {
+        return Err(Error::Model(format!(
+            "no layer carries an adapter; nothing to save to {}",
+            dir.display()
+        )));
+    }
     let metadata = HashMap::from([(PT_FORMAT.0.to_string(), PT_FORMAT.1.to_string())]);
     write_safetensors(&dir.join(ADAPTER_WEIGHTS_FILE), &tensors, metadata)?;
 
@@ -367,9 +381,8 @@ pub fn load_adapter<M: LoraModel + ?Sized>(model: &mut M, dir: &Path) -> Result<
         config,
         mut tensors,
     } = read_adapter(dir, &device)?;
-    let lora = config.lora_config();
     for layer in model.lora_layers_mut() {
-        if !is_target(layer.name(), &lora) && layer.adapter().is_none() {
+        if !config.targets(layer.name()) && layer.adapter().is_none() {
             continue;
         }
         let (out_dim, in_dim) = layer.weight().dims2()?;
@@ -435,179 +448,6 @@ fn module_of_key(key: &str) -> &str {
         .map_or(key, |(m, _)| m)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Generic file helpers, shared with the optimiser checkpoint.
-
-/// Write `bytes` to `path` through a temporary file in the same folder and a rename, so that
-/// readers see either the old file or the complete new one.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::format(path, "not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// A tensor's raw little-endian bytes, ready for safetensors.
-struct RawTensor {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl safetensors::View for &RawTensor {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-/// Copy `t` to host bytes (candle's own safetensors writer unwraps inside; this returns errors).
-fn raw_tensor(name: &str, t: &Tensor) -> Result<RawTensor> {
-    let flat = t.to_device(&Device::Cpu)?.flatten_all()?.contiguous()?;
-    let (storage, layout) = flat.storage_and_layout();
-    let range = layout
-        .contiguous_offsets()
-        .ok_or_else(|| Error::tensor(name, "not contiguous after copy"))?;
-    let slice_err = || Error::tensor(name, "storage shorter than its layout");
-    let bytes: Vec<u8> = match &*storage {
-        Storage::Cpu(CpuStorage::F32(v)) => v
-            .get(range.0..range.1)
-            .ok_or_else(slice_err)?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        Storage::Cpu(CpuStorage::F64(v)) => v
-            .get(range.0..range.1)
-            .ok_or_else(slice_err)?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        Storage::Cpu(CpuStorage::F16(v)) => v
-            .get(range.0..range.1)
-            .ok_or_else(slice_err)?
-            .iter()
-            .flat_map(|x| x.to_bits().to_le_bytes())
-            .collect(),
-        Storage::Cpu(CpuStorage::BF16(v)) => v
-            .get(range.0..range.1)
-            .ok_or_else(slice_err)?
-            .iter()
-            .flat_map(|x| x.to_bits().to_le_bytes())
-            .collect(),
-        Storage::Cpu(CpuStorage::I64(v)) => v
-            .get(range.0..range.1)
-            .ok_or_else(slice_err)?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        _ => {
-            return Err(Error::tensor(
-                name,
-                format!("dtype {:?} cannot be written", t.dtype()),
-            ))
-        }
-    };
-    Ok(RawTensor {
-        dtype: file_dtype(name, t.dtype())?,
-        shape: t.dims().to_vec(),
-        bytes,
-    })
-}
-
-/// The dtypes we write and read, in the `safetensors` crate's spelling. (candle links another
-/// `safetensors` version, so its conversions do not apply to ours.)
-const DTYPES: [(DType, safetensors::Dtype); 5] = [
-    (DType::F32, safetensors::Dtype::F32),
-    (DType::F64, safetensors::Dtype::F64),
-    (DType::F16, safetensors::Dtype::F16),
-    (DType::BF16, safetensors::Dtype::BF16),
-    (DType::I64, safetensors::Dtype::I64),
-];
-
-fn file_dtype(name: &str, dtype: DType) -> Result<safetensors::Dtype> {
-    DTYPES
-        .iter()
-        .find_map(|&(d, f)| (d == dtype).then_some(f))
-        .ok_or_else(|| Error::tensor(name, format!("dtype {dtype:?} cannot be written")))
-}
-
-fn tensor_dtype(dtype: safetensors::Dtype) -> Option<DType> {
-    DTYPES.iter().find_map(|&(d, f)| (f == dtype).then_some(d))
-}
-
-/// Write `tensors` (name, tensor) with header `metadata` as one safetensors file, atomically.
-pub(crate) fn write_safetensors(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
-) -> Result<()> {
-    let mut seen = BTreeSet::new();
-    let mut raw = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        if !seen.insert(name.as_str()) {
-            return Err(Error::tensor(name, "written twice to the same file"));
-        }
-        raw.push((name.as_str(), raw_tensor(name, t)?));
-    }
-    let bytes = safetensors::serialize(raw.iter().map(|(n, r)| (*n, r)), Some(metadata))
-        .map_err(|e| Error::format(path, format!("cannot encode safetensors: {e}")))?;
-    write_atomically(path, &bytes)
-}
-
-/// Read a safetensors file: its tensors (on `device`) and its header metadata.
-pub(crate) fn read_safetensors(
-    path: &Path,
-    device: &Device,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::format(
-            path,
-            format!("not a complete safetensors file (truncated or corrupt): {e}"),
-        )
-    })?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::format(path, format!("unreadable safetensors header: {e}")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    let mut tensors = HashMap::new();
-    for (name, view) in file.iter() {
-        let dtype = tensor_dtype(view.dtype()).ok_or_else(|| {
-            Error::format(
-                path,
-                format!("tensor `{name}`: dtype {:?} is not supported", view.dtype()),
-            )
-        })?;
-        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)
-            .map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
-        tensors.insert(name.to_string(), t);
-    }
-    Ok((tensors, metadata))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,6 +479,19 @@ mod tests {
     }
 
     #[test]
+    fn targets_match_like_peft() {
+        let cfg = AdapterConfig {
+            target_modules: vec!["q".into(), "self_attn.v_proj".into()],
+            ..AdapterConfig::new(&LoraConfig::default(), TaskType::CausalLm, "")
+        };
+        assert!(cfg.targets("encoder.block.0.layer.0.SelfAttention.q"));
+        assert!(cfg.targets("q"));
+        assert!(cfg.targets("model.layers.3.self_attn.v_proj"));
+        assert!(!cfg.targets("model.layers.3.self_attn.q_proj"));
+        assert!(!cfg.targets("encoder.block.0.layer.0.SelfAttention.qq"));
+    }
+
+    #[test]
     fn unsupported_options_name_the_field() {
         let mut json =
             AdapterConfig::new(&LoraConfig::default(), TaskType::CausalLm, "").to_peft_json();
@@ -647,26 +500,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("use_dora") && err.contains("a.json"), "{err}");
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temporary() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("rkif-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join("f.txt");
-        write_atomically(&path, b"one")?;
-        write_atomically(&path, b"two")?;
-        assert_eq!(
-            std::fs::read(&path).map_err(|e| Error::io(&path, e))?,
-            b"two"
-        );
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(&dir, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("f.txt")]);
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
     }
 }

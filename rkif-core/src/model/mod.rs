@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod checkpoint;
 pub mod frozen;
 pub mod lora;
+pub(crate) mod tensor_file;
 
 pub use checkpoint::Weights;
 pub use lora::{LoraConfig, LoraLinear, SharedRng};

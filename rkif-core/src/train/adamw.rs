@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grads::Gradients;
 use super::params::NamedParam;
-use crate::model::adapter::{read_safetensors, write_safetensors};
+use crate::model::tensor_file::{read_safetensors, write_safetensors};
 use crate::{Error, Result};
 
 /// Suffixes of the state-map keys: `<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.step`.

@@ -5,22 +5,24 @@
 //! One optimiser step, as the reference (Hugging Face Trainer) takes it:
 //!
 //! ```no_run
-//! # use rkif_core::train::{AdamW, AdamWConfig, Gradients, LinearWarmupSchedule};
+//! # use rkif_core::train::{clipped_step, AdamW, AdamWConfig, Gradients, LinearWarmupSchedule};
 //! # fn demo(params: Vec<rkif_core::model::LoraParam>, loss: candle_core::Tensor) -> rkif_core::Result<()> {
 //! let schedule = LinearWarmupSchedule::new(3e-4, 50, 1250)?;
 //! let mut opt = AdamW::new(&params, AdamWConfig::default())?;
 //! let mut grads = Gradients::from_store(&params, &loss.backward()?);
-//! let norm_before_clipping = grads.clip_global_norm(1.0)?;
-//! opt.step(&grads, schedule.lr(opt.steps_taken()))?;
-//! # let _ = norm_before_clipping; Ok(()) }
+//! let stats = clipped_step(&mut opt, &schedule, &mut grads, Some(1.0))?;
+//! println!("lr {} grad norm {}", stats.lr, stats.grad_norm);
+//! # Ok(()) }
 //! ```
 
 pub mod adamw;
 pub mod grads;
 pub mod params;
 pub mod schedule;
+pub mod step;
 
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use grads::{GradAccumulator, Gradients};
 pub use params::NamedParam;
 pub use schedule::LinearWarmupSchedule;
+pub use step::{clipped_step, StepStats};

@@ -10,13 +10,13 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinearWarmupSchedule {
     base_lr: f64,
-    warmup: usize,
-    total: usize,
+    warmup: u64,
+    total: u64,
 }
 
 impl LinearWarmupSchedule {
     /// `base_lr` must be finite and non-negative.
-    pub fn new(base_lr: f64, warmup: usize, total: usize) -> Result<Self> {
+    pub fn new(base_lr: f64, warmup: u64, total: u64) -> Result<Self> {
         if !base_lr.is_finite() || base_lr < 0.0 {
             return Err(Error::config(
                 "lr",
@@ -34,20 +34,20 @@ impl LinearWarmupSchedule {
         self.base_lr
     }
 
-    pub fn warmup(&self) -> usize {
+    pub fn warmup(&self) -> u64 {
         self.warmup
     }
 
-    pub fn total(&self) -> usize {
+    pub fn total(&self) -> u64 {
         self.total
     }
 
     /// The learning rate of the step taken after `step` earlier steps.
-    pub fn lr(&self, step: usize) -> f64 {
+    pub fn lr(&self, step: u64) -> f64 {
         self.base_lr * self.factor(step)
     }
 
-    fn factor(&self, step: usize) -> f64 {
+    fn factor(&self, step: u64) -> f64 {
         if step < self.warmup {
             return step as f64 / self.warmup.max(1) as f64;
         }
