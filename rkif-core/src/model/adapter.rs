@@ -369,8 +369,10 @@ pub fn read_adapter(dir: &Path, device: &Device) -> Result<AdapterFiles> {
 ///
 /// Every layer the config targets, and every layer that already carries an adapter, must find
 /// both factors in the file with shapes `[r, in]` and `[out, r]`; every file key must belong to
-/// such a layer. A layer whose adapter already has the right shapes keeps its `Var`s (so an
-/// optimiser holding them stays attached); other layers get fresh factors. Returns the config.
+/// such a layer. Everything is checked before any layer changes, so on error the model is as it
+/// was. A layer whose adapter already has the right shapes, scale and dropout keeps its `Var`s
+/// (an optimiser holding them stays attached); other layers get fresh factors (and keep their
+/// dropout generator, if any). Returns the config.
 pub fn load_adapter<M: LoraModel + ?Sized>(model: &mut M, dir: &Path) -> Result<AdapterConfig> {
     let weights_path = dir.join(ADAPTER_WEIGHTS_FILE);
     let device = match model.lora_layers().first() {
@@ -381,49 +383,20 @@ pub fn load_adapter<M: LoraModel + ?Sized>(model: &mut M, dir: &Path) -> Result<
         config,
         mut tensors,
     } = read_adapter(dir, &device)?;
-    for layer in model.lora_layers_mut() {
+
+    // Pass 1: match every concerned layer with its two factors, by layer position.
+    let mut factors: Vec<(usize, Tensor, Tensor)> = Vec::new();
+    for (i, layer) in model.lora_layers().into_iter().enumerate() {
         if !config.targets(layer.name()) && layer.adapter().is_none() {
             continue;
         }
         let (out_dim, in_dim) = layer.weight().dims2()?;
-        let mut take = |factor: LoraFactor, shape: [usize; 2]| -> Result<Tensor> {
-            let key = adapter_file_key(layer.name(), factor);
-            let t = tensors.remove(&key).ok_or_else(|| {
-                Error::tensor(
-                    &key,
-                    format!(
-                        "missing from {} (expected shape {shape:?})",
-                        weights_path.display()
-                    ),
-                )
-            })?;
-            if t.dims() != shape {
-                return Err(Error::tensor(
-                    &key,
-                    format!(
-                        "{} has shape {:?}, the model expects {shape:?}",
-                        weights_path.display(),
-                        t.dims()
-                    ),
-                ));
-            }
-            Ok(t)
+        let mut take = |factor: LoraFactor, shape: [usize; 2]| {
+            take_factor(&mut tensors, &weights_path, layer.name(), factor, shape)
         };
         let a = take(LoraFactor::A, [config.rank, in_dim])?;
         let b = take(LoraFactor::B, [out_dim, config.rank])?;
-        let dtype = layer.weight().dtype();
-        match layer.adapter() {
-            Some(ad)
-                if ad.a.dims() == a.dims()
-                    && ad.b.dims() == b.dims()
-                    && ad.scale == config.scale()
-                    && ad.dropout == config.dropout =>
-            {
-                ad.a.set(&a.to_dtype(dtype)?)?;
-                ad.b.set(&b.to_dtype(dtype)?)?;
-            }
-            _ => layer.set_adapter(a, b, config.scale(), config.dropout)?,
-        }
+        factors.push((i, a, b));
     }
     let mut unknown: Vec<&String> = tensors.keys().collect();
     unknown.sort();
@@ -438,7 +411,60 @@ pub fn load_adapter<M: LoraModel + ?Sized>(model: &mut M, dir: &Path) -> Result<
             ),
         ));
     }
+
+    // Pass 2: write the factors in.
+    let (scale, dropout) = (config.scale(), config.dropout);
+    let mut layers = model.lora_layers_mut();
+    for (i, a, b) in factors {
+        let layer = layers
+            .get_mut(i)
+            .ok_or_else(|| Error::Model("the model's LoRA layers changed while loading".into()))?;
+        let dtype = layer.weight().dtype();
+        match layer.adapter() {
+            Some(ad)
+                if ad.a.dims() == a.dims()
+                    && ad.b.dims() == b.dims()
+                    && ad.scale == scale
+                    && ad.dropout == dropout =>
+            {
+                ad.a.set(&a.to_dtype(dtype)?)?;
+                ad.b.set(&b.to_dtype(dtype)?)?;
+            }
+            _ => layer.set_adapter(a, b, scale, dropout)?,
+        }
+    }
     Ok(config)
+}
+
+/// Remove the factor `factor` of `module` from `tensors`, checking it has `shape`.
+fn take_factor(
+    tensors: &mut HashMap<String, Tensor>,
+    weights_path: &Path,
+    module: &str,
+    factor: LoraFactor,
+    shape: [usize; 2],
+) -> Result<Tensor> {
+    let key = adapter_file_key(module, factor);
+    let t = tensors.remove(&key).ok_or_else(|| {
+        Error::tensor(
+            &key,
+            format!(
+                "missing from {} (expected shape {shape:?})",
+                weights_path.display()
+            ),
+        )
+    })?;
+    if t.dims() != shape {
+        return Err(Error::tensor(
+            &key,
+            format!(
+                "{} has shape {:?}, the model expects {shape:?}",
+                weights_path.display(),
+                t.dims()
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 fn module_of_key(key: &str) -> &str {

@@ -200,28 +200,36 @@ impl AdamW {
                 ));
             }
         }
+        // Compute every update first, then commit them, so a failure leaves no half-step.
         let cfg = self.config;
-        for slot in &mut self.slots {
+        let mut updates = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
             let Some(g) = grads.get(&slot.name) else {
                 continue;
             };
             let g = g.to_dtype(slot.var.dtype())?;
-            slot.step += 1;
+            let t = slot.step + 1;
             let mut p = slot.var.as_tensor().detach();
             if cfg.weight_decay != 0.0 {
                 p = (p * (1.0 - lr * cfg.weight_decay))?;
             }
             let m = ((&g - &slot.exp_avg)? * (1.0 - cfg.beta1))?.add(&slot.exp_avg)?;
             let v = ((&slot.exp_avg_sq * cfg.beta2)? + ((&g * (1.0 - cfg.beta2))? * &g)?)?;
-            let t = i32::try_from(slot.step).unwrap_or(i32::MAX);
-            let bias_correction1 = 1.0 - cfg.beta1.powi(t);
-            let bias_correction2_sqrt = (1.0 - cfg.beta2.powi(t)).sqrt();
+            let t_exp = i32::try_from(t).unwrap_or(i32::MAX);
+            let bias_correction1 = 1.0 - cfg.beta1.powi(t_exp);
+            let bias_correction2_sqrt = (1.0 - cfg.beta2.powi(t_exp)).sqrt();
             let step_size = lr / bias_correction1;
             let denom = ((v.sqrt()? / bias_correction2_sqrt)? + cfg.eps)?;
             let p = (p - ((&m * step_size)? / denom)?)?;
-            slot.var.set(&p)?;
-            slot.exp_avg = m;
-            slot.exp_avg_sq = v;
+            updates.push((i, t, p, m, v));
+        }
+        for (i, t, p, m, v) in updates {
+            if let Some(slot) = self.slots.get_mut(i) {
+                slot.var.set(&p)?;
+                slot.step = t;
+                slot.exp_avg = m;
+                slot.exp_avg_sq = v;
+            }
         }
         self.steps_taken += 1;
         Ok(())

@@ -294,6 +294,8 @@ fn mismatched_models_name_the_tensor() {
         &adapter_file_key(&extra, LoraFactor::A),
         &["missing"],
     );
+    // The error came at the last layer, and still no layer was touched.
+    assert!(model.layers.iter().all(|l| l.adapter().is_none()));
 
     // A layer of another size: shape mismatch naming both shapes.
     let mut model = tiny_model(&fx);
