@@ -4,5 +4,11 @@
 //! relative to the workspace root). Every size, name and input is read from the fixture files,
 //! so the same tests check any fixture set with the same layout.
 
+#[path = "hf_reference/adapter.rs"]
+mod adapter;
 #[path = "hf_reference/common.rs"]
 mod common;
+#[path = "hf_reference/lora_fixture.rs"]
+mod lora_fixture;
+#[path = "hf_reference/optim.rs"]
+mod optim;

@@ -1,9 +1,11 @@
 //! Backbones with LoRA: the frozen-weight linear op, `LoraLinear`, T5 and LLaMA, loading
 //! (local folder, hub, GGUF), greedy generation and the PEFT adapter files.
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod frozen;
 pub mod lora;
+pub(crate) mod tensor_file;
 
 pub use checkpoint::Weights;
 pub use lora::{LoraConfig, LoraLinear, SharedRng};
