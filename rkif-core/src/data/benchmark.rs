@@ -246,7 +246,10 @@ impl Benchmark {
                 ));
             }
         }
-        let mut log = self.files_read.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self
+            .files_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if !log.iter().any(|f| f.path == file.path) {
             log.push(file);
         }

@@ -106,7 +106,10 @@ fn replay_indices(task: &TaskData, n: usize, rng: &mut ChaCha8Rng) -> Vec<usize>
         .filter(|(_, &c)| !c)
         .map(|(index, _)| index)
         .collect();
-    mark(&mut chosen, &draw(rng, rest.into_iter(), n.saturating_sub(taken)));
+    mark(
+        &mut chosen,
+        &draw(rng, rest.into_iter(), n.saturating_sub(taken)),
+    );
     chosen
         .iter()
         .enumerate()
@@ -148,7 +151,7 @@ fn tagged<'a>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
     use crate::data::TaskInfo;
@@ -228,8 +231,7 @@ mod tests {
     fn twenty_of_a_thousand_with_four_labels_is_five_per_label() -> Result<()> {
         let memory = replay_memory(&[task("t", &[250; 4], 0)], 0.02, 7)?;
         assert_eq!(memory.len(), 20);
-        let expected: BTreeMap<String, usize> =
-            (0..4).map(|i| (format!("L{i}"), 5)).collect();
+        let expected: BTreeMap<String, usize> = (0..4).map(|i| (format!("L{i}"), 5)).collect();
         assert_eq!(per_label(&memory), expected);
         assert!(memory.iter().all(|item| item.task == "t"));
         Ok(())
@@ -245,8 +247,7 @@ mod tests {
         assert_eq!(counts.get("L2"), Some(&3));
         assert_eq!(counts.get("L3"), Some(&2));
         assert_eq!(counts.get("L0"), Some(&10));
-        let mut unique = ids(&memory);
-        unique.dedup();
+        let unique: BTreeSet<String> = ids(&memory).into_iter().collect();
         assert_eq!(unique.len(), 20, "no example twice");
         Ok(())
     }
@@ -282,8 +283,7 @@ mod tests {
     fn unlabelled_tasks_get_a_uniform_draw_of_n() -> Result<()> {
         let memory = replay_memory(&[unlabelled("gen", 338)], 0.02, 9)?;
         assert_eq!(memory.len(), 6);
-        let mut unique = ids(&memory);
-        unique.dedup();
+        let unique: BTreeSet<String> = ids(&memory).into_iter().collect();
         assert_eq!(unique.len(), 6);
         Ok(())
     }

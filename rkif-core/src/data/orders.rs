@@ -182,7 +182,10 @@ pub(crate) fn named_orders(
     if !json.is_object() {
         return Err(Error::format(
             path,
-            format!("expected an object of order groups, found {}", type_name(json)),
+            format!(
+                "expected an object of order groups, found {}",
+                type_name(json)
+            ),
         ));
     }
     let mut orders = Vec::new();
@@ -193,7 +196,10 @@ pub(crate) fn named_orders(
         let error = |what: String| {
             Error::format(
                 path,
-                format!("`{}.{}` (order {}): {what}", named.group, named.key, named.name),
+                format!(
+                    "`{}.{}` (order {}): {what}",
+                    named.group, named.key, named.name
+                ),
             )
         };
         let items = list.as_array().ok_or_else(|| {
@@ -208,9 +214,9 @@ pub(crate) fn named_orders(
         let known = suite_tasks(named.suite);
         let mut tasks: Vec<String> = Vec::with_capacity(items.len());
         for item in items {
-            let task = item.as_str().ok_or_else(|| {
-                error(format!("holds {}, expected task ids", type_name(item)))
-            })?;
+            let task = item
+                .as_str()
+                .ok_or_else(|| error(format!("holds {}, expected task ids", type_name(item))))?;
             if !known.iter().any(|k| k == task) {
                 return Err(error(format!(
                     "task `{task}` is not a task of the {} in this folder (known: {})",

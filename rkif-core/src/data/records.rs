@@ -24,7 +24,10 @@ pub(crate) fn array<'a>(path: &Path, json: &'a Value) -> Result<&'a [Value]> {
     json.as_array().map(Vec::as_slice).ok_or_else(|| {
         Error::format(
             path,
-            format!("expected a JSON array of records, found {}", type_name(json)),
+            format!(
+                "expected a JSON array of records, found {}",
+                type_name(json)
+            ),
         )
     })
 }
@@ -42,7 +45,10 @@ impl<'a> Record<'a> {
         let fields = value.as_object().ok_or_else(|| {
             Error::format(
                 path,
-                format!("record {index}: expected an object, found {}", type_name(value)),
+                format!(
+                    "record {index}: expected an object, found {}",
+                    type_name(value)
+                ),
             )
         })?;
         Ok(Record {

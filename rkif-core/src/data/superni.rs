@@ -1,7 +1,9 @@
 //! The `superni_raw/` format: the original Super-NaturalInstructions task files, one
 //! object per task and split (`superni_raw/{train,test}/<taskNNN_name>.json`) with keys
-//! `Definition` (list of strings), `Categories`, `Instances` = `[{id, input, output: [..]}]`
-//! and metadata that rkif does not use.
+//! `Definition` (list of strings), `Categories`, `Instances` = `[{id, input, output}]`
+//! and metadata that rkif does not use. An instance `output` is a list of reference
+//! answers in most files and a single string in the classification files (task363,
+//! task875, task1687).
 //!
 //! The task id is the file-name prefix before the first `_` (`task363`), as in the task
 //! orders. There is no dev file: as in the TaSL / Recurrent-KIF source, the dev split of a
@@ -61,8 +63,8 @@ pub(crate) struct LoadedTask {
 /// Loads task `name` from `train/<file_name>` and `test/<file_name>`.
 ///
 /// The instruction of every example is the task's `Definition` (its strings joined by
-/// line breaks), the input the instance input, and the output the first of the instance's
-/// reference outputs. The task metadata (kind = `Categories`, instruction) comes from the
+/// line breaks), the input the instance input, and the output the instance's output, or
+/// the first of its reference outputs when it has a list. The task metadata (kind = `Categories`, instruction) comes from the
 /// training file; SuperNI tasks have no label list.
 pub(crate) fn load(root: &Path, name: &str, file_name: &str) -> Result<LoadedTask> {
     let (info, train, train_file) = load_file(root, name, &format!("{TRAIN_DIR}/{file_name}"))?;
@@ -97,9 +99,9 @@ fn load_file(
         Some(categories) => joined_strings(&path, "Categories", categories, ", ")?,
         None => DEFAULT_KIND.to_string(),
     };
-    let instances = field("Instances")?.as_array().ok_or_else(|| {
-        Error::format(&path, "field `Instances` is not an array of instances")
-    })?;
+    let instances = field("Instances")?
+        .as_array()
+        .ok_or_else(|| Error::format(&path, "field `Instances` is not an array of instances"))?;
 
     let mut examples = Vec::with_capacity(instances.len());
     let mut first_use: HashMap<&str, usize> = HashMap::with_capacity(instances.len());
@@ -107,8 +109,8 @@ fn load_file(
         let record = Record::new(&path, index, value)?;
         let id = record.string("id")?;
         let input = record.string("input")?;
-        let outputs = record.field("output")?;
-        let output = match outputs {
+        let output = match record.field("output")? {
+            Value::String(only) => only,
             Value::Array(items) => match items.first() {
                 Some(Value::String(first)) => first,
                 Some(other) => {
@@ -121,7 +123,7 @@ fn load_file(
             },
             other => {
                 return Err(record.error(format!(
-                    "field `output` is {}, expected a list of strings",
+                    "field `output` is {}, expected a string or a list of strings",
                     type_name(other)
                 )))
             }
