@@ -172,7 +172,7 @@ fn manifest_notes_and_dev_test_identity_become_caveats() {
 #[test]
 fn every_superni_task_loads_with_the_manifest_counts() {
     let bench = open_real();
-    let files = manifest(&bench.root().to_path_buf());
+    let files = manifest(bench.root());
     let tasks = bench.tasks(Suite::SuperNi);
     assert_eq!(tasks.len(), 15);
     for name in tasks {

@@ -76,7 +76,7 @@ pub struct Exclusion {
 }
 
 /// A loaded task: its metadata, its three splits, what was excluded, and the files read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskData {
     pub info: TaskInfo,
     pub train: Vec<Example>,
