@@ -20,3 +20,22 @@ fn committed_files_match_the_generator() {
         );
     }
 }
+
+#[test]
+fn opens_through_the_benchmark_loader_with_its_orders() -> rkif_core::Result<()> {
+    use rkif_core::data::{Benchmark, Suite};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/rkif-mini");
+    let bench = Benchmark::open(&root)?;
+    assert_eq!(bench.tasks(Suite::Mini).len(), synthetic::TASKS.len());
+    assert!(bench.tasks(Suite::Long).is_empty());
+    for (i, (_, tasks)) in synthetic::ORDERS.iter().enumerate() {
+        let order = bench.order(&format!("mini-{}", i + 1))?;
+        assert_eq!(order.tasks, tasks.to_vec());
+    }
+    for task in synthetic::TASKS {
+        let data = bench.load_task(task)?;
+        assert_eq!(data.train.len(), synthetic::SPLIT_SIZES[0].1, "{task}");
+        assert!(data.excluded.is_empty(), "{task}");
+    }
+    Ok(())
+}
