@@ -3,7 +3,10 @@
 
 pub mod checkpoint;
 pub mod frozen;
+pub mod gguf;
+pub mod llama;
 pub mod lora;
+pub mod tokenizer;
 
 pub use checkpoint::Weights;
 pub use lora::{LoraConfig, LoraLinear, SharedRng};
