@@ -6,3 +6,5 @@
 
 #[path = "hf_reference/common.rs"]
 mod common;
+#[path = "hf_reference/llama.rs"]
+mod llama;

@@ -196,7 +196,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("intermediate_size"), "{err}");
-        let bad = BASE.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 4, \"num_key_value_heads\": 3");
+        let bad = BASE.replace(
+            "\"num_attention_heads\": 4",
+            "\"num_attention_heads\": 4, \"num_key_value_heads\": 3",
+        );
         let err = LlamaConfig::from_json(&bad).unwrap_err().to_string();
         assert!(err.contains("num_key_value_heads"), "{err}");
     }

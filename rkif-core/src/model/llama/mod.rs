@@ -296,10 +296,10 @@ impl Llama {
         let (b, t) = input_ids.dims2()?;
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
         let dtype = self.embed_tokens.dtype();
-        let mut x = self
-            .embed_tokens
-            .index_select(&ids, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?;
+        let mut x =
+            self.embed_tokens
+                .index_select(&ids, 0)?
+                .reshape((b, t, self.cfg.hidden_size))?;
         let (cos, sin) = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, dtype)?;
         let bias = attention_bias(key_mask, t, offset, self.device(), DType::F32)?;
         let ctx = Context {
@@ -314,12 +314,13 @@ impl Llama {
             if keep_all {
                 states.push(x.clone());
             }
-            let layer_cache = match cache.as_deref_mut() {
-                Some(c) => Some(c.get_mut(i).ok_or_else(|| {
-                    Error::Model(format!("KV cache has no entry for layer {i}"))
-                })?),
-                None => None,
-            };
+            let layer_cache =
+                match cache.as_deref_mut() {
+                    Some(c) => Some(c.get_mut(i).ok_or_else(|| {
+                        Error::Model(format!("KV cache has no entry for layer {i}"))
+                    })?),
+                    None => None,
+                };
             x = layer.forward(&x, &ctx, layer_cache)?;
         }
         states.push(rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?);
@@ -377,10 +378,11 @@ impl Attention {
             .to_dtype(DType::F32)?
             .broadcast_add(&ctx.bias)?;
         let probs = ops::softmax_last(&scores)?.to_dtype(v.dtype())?;
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, t, cfg.num_attention_heads * d))?;
+        let out =
+            probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, cfg.num_attention_heads * d))?;
         self.o_proj.forward(&out, ctx.train)
     }
 }
@@ -476,7 +478,9 @@ fn shifted_targets(labels: &Tensor, vocab: usize) -> Result<(Vec<u32>, Vec<u32>)
                 .ok_or_else(|| {
                     Error::tensor(
                         "labels",
-                        format!("label {label} at [{bi}, {i}] is outside the vocabulary of {vocab}"),
+                        format!(
+                            "label {label} at [{bi}, {i}] is outside the vocabulary of {vocab}"
+                        ),
                     )
                 })?;
             rows.push((bi * t + i - 1) as u32);
@@ -484,7 +488,10 @@ fn shifted_targets(labels: &Tensor, vocab: usize) -> Result<(Vec<u32>, Vec<u32>)
         }
     }
     if targets.is_empty() {
-        return Err(Error::tensor("labels", "no position carries a loss (all -100)"));
+        return Err(Error::tensor(
+            "labels",
+            "no position carries a loss (all -100)",
+        ));
     }
     Ok((rows, targets))
 }
@@ -504,7 +511,10 @@ mod tests {
 
     #[test]
     fn targets_are_shifted_and_checked() -> Result<()> {
-        let labels = Tensor::new(&[[-100i64, -100, 5, 6], [-100, 7, -100, -100]], &Device::Cpu)?;
+        let labels = Tensor::new(
+            &[[-100i64, -100, 5, 6], [-100, 7, -100, -100]],
+            &Device::Cpu,
+        )?;
         let (rows, targets) = shifted_targets(&labels, 10)?;
         assert_eq!(rows, vec![1, 2, 4]);
         assert_eq!(targets, vec![5, 6, 7]);

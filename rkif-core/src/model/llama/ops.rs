@@ -125,7 +125,10 @@ mod tests {
         let d = (&ours - fused)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-6, "{d}");
         let logp = log_softmax_last(x.as_tensor())?;
-        let d = (logp.exp()? - &ours)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let d = (logp.exp()? - &ours)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         assert!(d < 1e-6, "{d}");
         // d/dx of sum(softmax * c) is non-zero for a non-constant c.
         let c = Tensor::arange(0f32, 7.0, &dev)?;
