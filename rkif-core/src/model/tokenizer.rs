@@ -40,13 +40,19 @@ impl TextTokenizer {
     }
 
     /// Wrap a built tokenizer, checking its vocabulary size against the model's.
-    pub fn new(inner: Tokenizer, source: impl Into<PathBuf>, model_vocab_size: usize) -> Result<Self> {
+    pub fn new(
+        inner: Tokenizer,
+        source: impl Into<PathBuf>,
+        model_vocab_size: usize,
+    ) -> Result<Self> {
         let source = source.into();
         let size = inner.get_vocab_size(true);
         if size != model_vocab_size {
             return Err(Error::format(
                 &source,
-                format!("tokenizer has {size} tokens, the model's vocab_size is {model_vocab_size}"),
+                format!(
+                    "tokenizer has {size} tokens, the model's vocab_size is {model_vocab_size}"
+                ),
             ));
         }
         Ok(Self { inner, source })
@@ -170,7 +176,9 @@ mod tests {
     fn vocabulary_mismatch_and_bad_merges_are_errors() -> Result<()> {
         let tokens = vec!["a".to_string(), "b".to_string()];
         let tok = byte_level_bpe(&tokens, &[], &[], PreSplit::Gpt2)?;
-        let err = TextTokenizer::new(tok, "toy.json", 3).unwrap_err().to_string();
+        let err = TextTokenizer::new(tok, "toy.json", 3)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("toy.json") && err.contains('3'), "{err}");
         let err = byte_level_bpe(&tokens, &["ab".to_string()], &[], PreSplit::Gpt2)
             .unwrap_err()
