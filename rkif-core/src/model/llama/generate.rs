@@ -12,8 +12,10 @@ pub(super) struct KvCache {
 }
 
 impl KvCache {
-    /// Append `t` new positions and return the whole cache.
+    /// Append `t` new positions and return the whole cache. Generation needs no gradients,
+    /// so the cache is detached from the graph (nothing upstream is kept alive).
     pub(super) fn append(&mut self, k: Tensor, v: Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (k, v) = (k.detach(), v.detach());
         let kv = match self.kv.take() {
             None => (k, v),
             Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?),
@@ -73,10 +75,7 @@ impl Llama {
                 break;
             }
             // Finished rows keep decoding their last token; their output is no longer read.
-            for (row, m) in mask.iter_mut().enumerate() {
-                if out[row].len() >= max_new_tokens {
-                    done[row] = true;
-                }
+            for m in mask.iter_mut() {
                 m.push(true);
             }
             let ids = Tensor::from_vec(tokens.clone(), (b, 1), &device)?;

@@ -232,8 +232,7 @@ impl Llama {
     }
 
     /// Teacher-forced mean cross-entropy: the logits at `t` predict `labels[t + 1]`; labels
-    /// equal to [`IGNORE_INDEX`] carry no loss. Only the positions with a target are
-    /// projected onto the vocabulary.
+    /// equal to [`IGNORE_INDEX`] carry no loss.
     ///
     /// Shapes: `input_ids`, `attention_mask`, `labels` `[b, t]`; returns a scalar.
     pub fn loss(
@@ -243,20 +242,34 @@ impl Llama {
         labels: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids.dims2()?;
+        let hidden = self.hidden_states(input_ids, attention_mask, train)?;
+        self.loss_from_hidden(&hidden, labels, train)
+    }
+
+    /// The same loss from final hidden states: only the positions that have a target are
+    /// projected onto the vocabulary (most positions of an instruction prompt have none).
+    ///
+    /// Shapes: `hidden` `[b, t, hidden]`, `labels` `[b, t]`; returns a scalar.
+    pub fn loss_from_hidden(
+        &self,
+        hidden: &Tensor,
+        labels: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t, h) = hidden.dims3()?;
         if labels.dims() != [b, t] {
             return Err(Error::tensor(
                 "labels",
-                format!("shape {:?}, input_ids have [{b}, {t}]", labels.dims()),
+                format!(
+                    "shape {:?}, hidden states have [{b}, {t}, {h}]",
+                    labels.dims()
+                ),
             ));
         }
         let (rows, targets) = shifted_targets(labels, self.cfg.vocab_size)?;
-        let hidden = self.hidden_states(input_ids, attention_mask, train)?;
         let device = hidden.device();
         let rows = Tensor::from_vec(rows, targets.len(), device)?;
-        let picked = hidden
-            .reshape((b * t, self.cfg.hidden_size))?
-            .index_select(&rows, 0)?;
+        let picked = hidden.reshape((b * t, h))?.index_select(&rows, 0)?;
         let logp = log_softmax_last(&self.project(&picked, train)?.to_dtype(DType::F32)?)?;
         let n = targets.len();
         let targets = Tensor::from_vec(targets, (n, 1), device)?;
