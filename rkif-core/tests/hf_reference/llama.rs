@@ -461,6 +461,23 @@ fn bad_inputs_give_errors_that_name_the_problem() {
         let err = load_err(tmp.path(), Some(&lora));
         assert!(err.contains("qq_proj"), "{err}");
 
+        // Token ids outside the vocabulary, and labels that do not fit the batch.
+        let model = fx.model(None).expect("fixture model");
+        let vocab = model.config().vocab_size as u32;
+        let ids = Tensor::new(&[[1u32, vocab]], &Device::Cpu).unwrap();
+        let err = model.logits(&ids, None, false).unwrap_err().to_string();
+        assert!(
+            err.contains("input_ids") && err.contains(&vocab.to_string()),
+            "{err}"
+        );
+        let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[[-100i64, 5]], &Device::Cpu).unwrap();
+        let err = model
+            .loss(&ids, None, &labels, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("labels"), "{err}");
+
         // A truncated safetensors file.
         let tmp = copy_model(&fx);
         let path = tmp.path().join("model.safetensors");

@@ -154,6 +154,9 @@ impl Llama {
     /// initial `A` draws follow PyTorch's parameter order). A target that names no module is
     /// an error.
     pub fn attach_adapters(&mut self, lora: &LoraConfig, rng: &SharedRng) -> Result<()> {
+        if lora.rank == 0 {
+            return Err(Error::config("lora.rank", "must be positive"));
+        }
         let names: Vec<String> = self
             .lora_layers()
             .iter()
@@ -308,6 +311,18 @@ impl Llama {
     ) -> Result<Vec<Tensor>> {
         let (b, t) = input_ids.dims2()?;
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        // Checked here: an out-of-range id would read arbitrary memory on some devices.
+        let vocab = self.cfg.vocab_size;
+        if let Some(bad) = ids
+            .to_vec1::<u32>()?
+            .into_iter()
+            .find(|&i| i as usize >= vocab)
+        {
+            return Err(Error::tensor(
+                "input_ids",
+                format!("token id {bad} is outside the vocabulary of {vocab}"),
+            ));
+        }
         let dtype = self.embed_tokens.dtype();
         let mut x =
             self.embed_tokens
