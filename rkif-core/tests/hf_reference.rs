@@ -8,6 +8,8 @@
 mod adapter;
 #[path = "hf_reference/common.rs"]
 mod common;
+#[path = "hf_reference/llama.rs"]
+mod llama;
 #[path = "hf_reference/lora_fixture.rs"]
 mod lora_fixture;
 #[path = "hf_reference/optim.rs"]

@@ -4,8 +4,11 @@
 pub mod adapter;
 pub mod checkpoint;
 pub mod frozen;
+pub mod gguf;
+pub mod llama;
 pub mod lora;
 pub(crate) mod tensor_file;
+pub mod tokenizer;
 
 pub use checkpoint::Weights;
 pub use lora::{LoraConfig, LoraLinear, SharedRng};
