@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod frozen;
 pub mod lora;
+pub mod t5;
 
 pub use checkpoint::Weights;
 pub use lora::{LoraConfig, LoraLinear, SharedRng};
