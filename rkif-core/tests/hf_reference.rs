@@ -6,3 +6,5 @@
 
 #[path = "hf_reference/common.rs"]
 mod common;
+#[path = "hf_reference/t5.rs"]
+mod t5;

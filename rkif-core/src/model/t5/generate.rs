@@ -7,7 +7,6 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::position::padding_mask;
 use super::stack::SelfAttentionCache;
 use super::T5Model;
 use crate::Result;
@@ -24,7 +23,7 @@ impl T5Model {
     ) -> Result<Vec<Vec<u32>>> {
         let cfg = self.config();
         let encoder_out = self.encode(input_ids, attention_mask, false)?.detach();
-        let padding = padding_mask(attention_mask)?;
+        let padding = self.padding(input_ids, attention_mask)?;
         let cross: Vec<_> = self
             .decoder
             .cross_key_values(&encoder_out, false)?
@@ -51,14 +50,19 @@ impl T5Model {
                 .argmax(D::Minus1)?
                 .to_dtype(DType::U32)?
                 .to_vec1::<u32>()?;
-            for (r, &token) in best.iter().enumerate() {
-                if finished[r] {
-                    next[r] = cfg.pad_token_id;
-                    continue;
+            for (((token, row), done), fed) in best
+                .into_iter()
+                .zip(rows.iter_mut())
+                .zip(finished.iter_mut())
+                .zip(next.iter_mut())
+            {
+                if *done {
+                    *fed = cfg.pad_token_id;
+                } else {
+                    row.push(token);
+                    *fed = token;
+                    *done = cfg.eos_token_ids.contains(&token);
                 }
-                rows[r].push(token);
-                next[r] = token;
-                finished[r] = cfg.eos_token_ids.contains(&token);
             }
         }
         Ok(rows)

@@ -102,9 +102,11 @@ pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
     shifted.broadcast_sub(&log_sum)
 }
 
-/// Per-position cross-entropy: `logits` `[N, V]`, `targets` `[N]` u32 -> `[N]` f32.
+/// Per-position cross-entropy: `logits` `[N, V]`, `targets` `[N]` u32 -> `[N]` (f32, or f64
+/// for f64 logits).
 pub fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let logp = log_softmax(&logits.to_dtype(candle_core::DType::F32)?)?;
+    let dtype = super::layers::stream_dtype(logits.dtype());
+    let logp = log_softmax(&logits.to_dtype(dtype)?)?;
     logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
 }
 

@@ -15,6 +15,7 @@ mod generate;
 pub mod layers;
 pub mod loss;
 pub mod position;
+mod softmax;
 pub mod stack;
 
 use std::path::Path;
@@ -25,7 +26,7 @@ pub use config::{Activation, T5Config};
 pub use loss::{Labels, IGNORE_INDEX};
 pub use stack::SelfAttentionCache;
 
-use layers::{Attention, FeedForward, RmsNorm};
+use layers::{stream_dtype, Attention, FeedForward, RmsNorm};
 use position::padding_mask;
 use stack::{Decoder, DecoderBlock, Encoder, EncoderBlock, RelativeBias};
 
@@ -58,9 +59,10 @@ pub struct T5Model {
 }
 
 impl T5Model {
-    /// Load `config.json` and the safetensors weights of a Hugging Face T5 folder. The
-    /// feed-forward `wo` stays in f32 whatever `dtype` is (its output overflows in half
-    /// precision).
+    /// Load `config.json` and the safetensors weights of a Hugging Face T5 folder, with the
+    /// linear weights in `dtype`. Norms, attention scores, the residual stream, the
+    /// feed-forward `wo` and the logits stay in f32 (f64 when `dtype` is f64): a half-precision
+    /// T5 overflows in the feed-forward output otherwise.
     pub fn from_folder(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = T5Config::from_file(&dir.join("config.json"))?;
         let weights = Weights::from_folder(dir, device, dtype)?;
@@ -160,7 +162,8 @@ impl T5Model {
         Ok(())
     }
 
-    /// Token embeddings: `ids` `[B, L]` (any integer dtype) -> `[B, L, d_model]` f32. Ids are
+    /// Token embeddings: `ids` `[B, L]` (any integer dtype) -> `[B, L, d_model]` in the stream dtype
+    /// (f32, or f64 for f64 weights). Ids are
     /// checked against the vocabulary; `what` names the input in the error.
     fn embed(&self, ids: &Tensor, what: &str) -> Result<Tensor> {
         let (b, l) = ids
@@ -188,7 +191,7 @@ impl T5Model {
             .shared
             .index_select(&ids, 0)?
             .reshape((b, l, self.config.d_model))?
-            .to_dtype(DType::F32)?)
+            .to_dtype(stream_dtype(self.shared.dtype()))?)
     }
 
     /// The padding bias of an attention mask, checked against the ids' shape.
@@ -206,8 +209,8 @@ impl T5Model {
         Ok(padding_mask(attention_mask)?)
     }
 
-    /// The encoder output: `input_ids`, `attention_mask` `[B, Ls]` -> `[B, Ls, d_model]` f32,
-    /// after the final norm.
+    /// The encoder output: `input_ids`, `attention_mask` `[B, Ls]` -> `[B, Ls, d_model]` (stream
+    /// dtype), after the final norm.
     pub fn encode(
         &self,
         input_ids: &Tensor,
@@ -220,7 +223,7 @@ impl T5Model {
     }
 
     /// Hugging Face's `encoder_hidden_states`: the embeddings, each block's output but the
-    /// last, and the final normed output; each `[B, Ls, d_model]` f32.
+    /// last, and the final normed output; each `[B, Ls, d_model]`.
     pub fn encoder_hidden_states(
         &self,
         input_ids: &Tensor,
@@ -235,7 +238,7 @@ impl T5Model {
     }
 
     /// The decoder output for teacher forcing: `decoder_input_ids` `[B, Lt]`, `encoder_out`
-    /// `[B, Ls, d_model]`, `attention_mask` `[B, Ls]` (the encoder's) -> `[B, Lt, d_model]` f32
+    /// `[B, Ls, d_model]`, `attention_mask` `[B, Ls]` (the encoder's) -> `[B, Lt, d_model]`
     /// after the final norm. Pass it to [`Self::lm_logits`], for all or only some positions.
     pub fn decode(
         &self,
@@ -292,7 +295,8 @@ impl T5Model {
             .forward(&embeds, &cross, &padding, None, train, states)?)
     }
 
-    /// Vocabulary logits of decoder hidden states: `[..., d_model]` -> `[..., vocab]` f32.
+    /// Vocabulary logits of decoder hidden states: `[..., d_model]` -> `[..., vocab]` (stream
+    /// dtype).
     /// When the head is tied to the embedding its input is scaled by `d_model^-0.5`.
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let h = if self.config.tie_word_embeddings {
@@ -301,7 +305,8 @@ impl T5Model {
             hidden.clone()
         };
         let h = h.to_dtype(self.lm_head.weight().dtype())?;
-        Ok(self.lm_head.forward(&h, false)?.to_dtype(DType::F32)?)
+        let stream = stream_dtype(self.lm_head.weight().dtype());
+        Ok(self.lm_head.forward(&h, false)?.to_dtype(stream)?)
     }
 
     /// Full-sequence logits `[B, Lt, vocab]` for the labels of `batch` (teacher forcing).
@@ -434,9 +439,8 @@ fn feed_forward(w: &Weights, prefix: &str, c: &T5Config) -> Result<FeedForward> 
         (linear(w, &format!("{prefix}.wi"), c.d_ff, c.d_model)?, None)
     };
     let wo_name = format!("{prefix}.wo");
-    let wo_weight = w
-        .get(&format!("{wo_name}.weight"), &[c.d_model, c.d_ff])?
-        .to_dtype(DType::F32)?;
+    let wo_weight = w.get(&format!("{wo_name}.weight"), &[c.d_model, c.d_ff])?;
+    let wo_weight = wo_weight.to_dtype(stream_dtype(wo_weight.dtype()))?;
     let wo = LoraLinear::frozen(wo_name, wo_weight, None);
     Ok(FeedForward::new(wi, gate, wo, c.activation))
 }

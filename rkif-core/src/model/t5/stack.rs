@@ -89,8 +89,8 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// `embeds` `[B, L, d_model]` f32, `padding` `[B, 1, 1, L]` (see
-    /// [`super::position::padding_mask`]) -> `[B, L, d_model]` f32 after the final norm.
+    /// `embeds` `[B, L, d_model]` (stream dtype), `padding` `[B, 1, 1, L]` (see
+    /// [`super::position::padding_mask`]) -> `[B, L, d_model]` after the final norm.
     /// When `states` is given, it receives HF's `hidden_states`: the embeddings, the output of
     /// every block but the last, and the final normed output.
     pub fn forward(
@@ -161,9 +161,9 @@ impl Decoder {
             .collect()
     }
 
-    /// `embeds` `[B, Lt, d_model]` f32 for decoder positions `cache.len()..cache.len() + Lt`;
+    /// `embeds` `[B, Lt, d_model]` (stream dtype) for decoder positions `cache.len()..cache.len() + Lt`;
     /// `cross` from [`Self::cross_key_values`]; `encoder_padding` `[B, 1, 1, Ls]`. Returns
-    /// `[B, Lt, d_model]` f32 after the final norm. With a `cache`, the new keys and values
+    /// `[B, Lt, d_model]` after the final norm. With a `cache`, the new keys and values
     /// are appended to it (detached: the cache serves inference only).
     pub fn forward(
         &self,
