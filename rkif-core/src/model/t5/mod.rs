@@ -11,7 +11,7 @@
 //! ```
 
 pub mod config;
-mod generate;
+pub mod generate;
 pub mod layers;
 pub mod loss;
 pub mod position;
@@ -23,6 +23,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 pub use config::{Activation, T5Config};
+pub use generate::DecodingState;
 pub use loss::{Labels, IGNORE_INDEX};
 pub use stack::SelfAttentionCache;
 
