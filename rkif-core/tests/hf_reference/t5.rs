@@ -784,3 +784,61 @@ fn t5_every_lora_tensor_gets_a_gradient() {
         }
     }
 }
+
+/// Bad tensors given to a loaded model are errors that name the input.
+#[test]
+fn t5_bad_inputs_name_the_tensor() {
+    for case in t5_cases() {
+        let model = case.model(DType::F32);
+        let batch = case.batch();
+        let vocab = read_json(&case.dir.join("config.json"))["vocab_size"]
+            .as_i64()
+            .unwrap();
+        let err = |b: &Seq2SeqBatch| model.loss(b, false).unwrap_err().to_string();
+
+        let mut bad = batch.clone();
+        bad.input_ids = batch
+            .input_ids
+            .ones_like()
+            .unwrap()
+            .affine(0.0, vocab as f64)
+            .unwrap();
+        assert!(
+            err(&bad).contains("input_ids"),
+            "{}: {}",
+            case.name,
+            err(&bad)
+        );
+
+        let mut bad = batch.clone();
+        bad.attention_mask = (batch.attention_mask.clone() * 2.0).unwrap();
+        assert!(
+            err(&bad).contains("attention_mask"),
+            "{}: {}",
+            case.name,
+            err(&bad)
+        );
+
+        let mut bad = batch.clone();
+        bad.labels = batch.labels.narrow(0, 0, 1).unwrap();
+        assert!(err(&bad).contains("labels"), "{}: {}", case.name, err(&bad));
+
+        let mut bad = batch.clone();
+        bad.labels = batch
+            .labels
+            .ones_like()
+            .unwrap()
+            .affine(0.0, vocab as f64)
+            .unwrap();
+        assert!(err(&bad).contains("labels"), "{}: {}", case.name, err(&bad));
+
+        let mut bad = batch.clone();
+        bad.labels = batch
+            .labels
+            .ones_like()
+            .unwrap()
+            .affine(0.0, -100.0)
+            .unwrap();
+        assert!(err(&bad).contains("labels"), "{}: {}", case.name, err(&bad));
+    }
+}

@@ -43,6 +43,8 @@ enum OneOrMany {
 /// The fields of `config.json` as written by Hugging Face.
 #[derive(Debug, Clone, Deserialize)]
 struct RawConfig {
+    #[serde(default)]
+    model_type: Option<String>,
     vocab_size: usize,
     d_model: usize,
     d_kv: usize,
@@ -123,6 +125,16 @@ impl T5Config {
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
         let raw: RawConfig =
             serde_json::from_str(text).map_err(|e| format!("not a valid T5 config: {e}"))?;
+        // mT5 shares the architecture; umT5 (a bias per layer) and others do not.
+        if let Some(kind) = raw
+            .model_type
+            .as_deref()
+            .filter(|k| !["t5", "mt5"].contains(k))
+        {
+            return Err(format!(
+                "field `model_type`: {kind:?} is not a T5 model (t5, mt5)"
+            ));
+        }
         let ffn = raw.feed_forward_proj.as_str();
         let (gated, act_name) = match ffn.strip_prefix("gated-") {
             // HF maps the legacy name `gated-gelu` to the tanh approximation.
@@ -243,6 +255,9 @@ mod tests {
     fn errors_name_the_field() {
         let err = T5Config::from_json(r#"{"vocab_size": 10}"#).unwrap_err();
         assert!(err.contains("d_model"), "{err}");
+        let text = MINIMAL.replace('}', r#", "model_type": "llama"}"#);
+        let err = T5Config::from_json(&text).unwrap_err();
+        assert!(err.contains("model_type"), "{err}");
         let text = MINIMAL.replace('}', r#", "feed_forward_proj": "gated-tanhh"}"#);
         let err = T5Config::from_json(&text).unwrap_err();
         assert!(err.contains("feed_forward_proj"), "{err}");

@@ -37,7 +37,7 @@ impl T5Model {
         attention_mask: &Tensor,
     ) -> Result<DecodingState> {
         let encoder_out = self.encode(input_ids, attention_mask, false)?.detach();
-        let padding = self.padding(input_ids, attention_mask)?;
+        let padding = self.padding(attention_mask, input_ids.dims())?;
         let cross = self
             .decoder
             .cross_key_values(&encoder_out, false)?
@@ -99,7 +99,7 @@ impl T5Model {
             }
             let ids = Tensor::from_vec(next.clone(), (batch, 1), self.device())?;
             let hidden = self.decode_step(&mut state, &ids)?;
-            let logits = self.lm_logits(&hidden.squeeze(1)?)?;
+            let logits = self.lm_logits(&hidden.squeeze(1)?, false)?;
             let best = logits
                 .argmax(D::Minus1)?
                 .to_dtype(DType::U32)?

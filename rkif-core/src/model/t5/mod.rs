@@ -163,9 +163,9 @@ impl T5Model {
         Ok(())
     }
 
-    /// Token embeddings: `ids` `[B, L]` (any integer dtype) -> `[B, L, d_model]` in the stream dtype
-    /// (f32, or f64 for f64 weights). Ids are
-    /// checked against the vocabulary; `what` names the input in the error.
+    /// Token embeddings: `ids` `[B, L]` (any integer dtype) -> `[B, L, d_model]` in the
+    /// stream dtype (f32, or f64 for f64 weights). Ids are checked against the vocabulary;
+    /// `what` names the input in the error.
     fn embed(&self, ids: &Tensor, what: &str) -> Result<Tensor> {
         let (b, l) = ids
             .dims2()
@@ -195,16 +195,26 @@ impl T5Model {
             .to_dtype(stream_dtype(self.shared.dtype()))?)
     }
 
-    /// The padding bias of an attention mask, checked against the ids' shape.
-    fn padding(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        if attention_mask.dims() != input_ids.dims() {
+    /// The padding bias `[B, 1, 1, Ls]` of an attention mask, which must have shape `dims`
+    /// (`[B, Ls]`, the encoder input's) and hold only 0 and 1.
+    fn padding(&self, attention_mask: &Tensor, dims: &[usize]) -> Result<Tensor> {
+        if attention_mask.dims() != dims {
             return Err(Error::tensor(
                 "attention_mask",
                 format!(
-                    "shape {:?} differs from input_ids {:?}",
-                    attention_mask.dims(),
-                    input_ids.dims()
+                    "shape {:?} does not fit the encoder input {dims:?}",
+                    attention_mask.dims()
                 ),
+            ));
+        }
+        let values = attention_mask
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if let Some(v) = values.iter().find(|&&v| v != 0.0 && v != 1.0) {
+            return Err(Error::tensor(
+                "attention_mask",
+                format!("holds {v}; only 0 (padding) and 1 (token) are allowed"),
             ));
         }
         Ok(padding_mask(attention_mask)?)
@@ -219,7 +229,7 @@ impl T5Model {
         train: bool,
     ) -> Result<Tensor> {
         let embeds = self.embed(input_ids, "input_ids")?;
-        let padding = self.padding(input_ids, attention_mask)?;
+        let padding = self.padding(attention_mask, input_ids.dims())?;
         Ok(self.encoder.forward(&embeds, &padding, train, None)?)
     }
 
@@ -231,7 +241,7 @@ impl T5Model {
         attention_mask: &Tensor,
     ) -> Result<Vec<Tensor>> {
         let embeds = self.embed(input_ids, "input_ids")?;
-        let padding = self.padding(input_ids, attention_mask)?;
+        let padding = self.padding(attention_mask, input_ids.dims())?;
         let mut states = Vec::new();
         self.encoder
             .forward(&embeds, &padding, false, Some(&mut states))?;
@@ -240,7 +250,8 @@ impl T5Model {
 
     /// The decoder output for teacher forcing: `decoder_input_ids` `[B, Lt]`, `encoder_out`
     /// `[B, Ls, d_model]`, `attention_mask` `[B, Ls]` (the encoder's) -> `[B, Lt, d_model]`
-    /// after the final norm. Pass it to [`Self::lm_logits`], for all or only some positions.
+    /// after the final norm. Pass it to [`Self::lm_logits`] for all positions, or to
+    /// [`Self::loss_from_hidden`], which projects only the scored ones.
     pub fn decode(
         &self,
         decoder_input_ids: &Tensor,
@@ -279,17 +290,7 @@ impl T5Model {
     ) -> Result<Tensor> {
         let embeds = self.embed(decoder_input_ids, "decoder_input_ids")?;
         let (b, ls, _) = encoder_out.dims3()?;
-        if attention_mask.dims() != [b, ls] {
-            return Err(Error::tensor(
-                "attention_mask",
-                format!(
-                    "shape {:?} does not fit the encoder output {:?}",
-                    attention_mask.dims(),
-                    encoder_out.dims()
-                ),
-            ));
-        }
-        let padding = padding_mask(attention_mask)?;
+        let padding = self.padding(attention_mask, &[b, ls])?;
         let cross = self.decoder.cross_key_values(encoder_out, train)?;
         Ok(self
             .decoder
@@ -297,47 +298,44 @@ impl T5Model {
     }
 
     /// Vocabulary logits of decoder hidden states: `[..., d_model]` -> `[..., vocab]` (stream
-    /// dtype).
-    /// When the head is tied to the embedding its input is scaled by `d_model^-0.5`.
-    pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+    /// dtype). When the head is tied to the embedding its input is scaled by `d_model^-0.5`.
+    /// `train` only matters when `lm_head` carries an adapter with dropout.
+    pub fn lm_logits(&self, hidden: &Tensor, train: bool) -> Result<Tensor> {
         let h = if self.config.tie_word_embeddings {
             (hidden * (self.config.d_model as f64).powf(-0.5))?
         } else {
             hidden.clone()
         };
-        let h = h.to_dtype(self.lm_head.weight().dtype())?;
-        let stream = stream_dtype(self.lm_head.weight().dtype());
-        Ok(self.lm_head.forward(&h, false)?.to_dtype(stream)?)
+        let dtype = self.lm_head.weight().dtype();
+        let logits = self.lm_head.forward(&h.to_dtype(dtype)?, train)?;
+        Ok(logits.to_dtype(stream_dtype(dtype))?)
     }
 
     /// Full-sequence logits `[B, Lt, vocab]` for the labels of `batch` (teacher forcing).
     pub fn forward(&self, batch: &Seq2SeqBatch, train: bool) -> Result<Tensor> {
-        let labels = Labels::from_tensor(&batch.labels, self.config.vocab_size)?;
-        let hidden = self.teacher_forced_hidden(batch, &labels, train)?;
-        self.lm_logits(&hidden)
+        let hidden = self.decoder_output(batch, train)?;
+        self.lm_logits(&hidden, train)
     }
 
-    /// The mean cross-entropy over labels that are not `-100` (a scalar). Only the scored
-    /// positions are projected onto the vocabulary.
+    /// The mean cross-entropy over labels that are not `-100` (a scalar).
     pub fn loss(&self, batch: &Seq2SeqBatch, train: bool) -> Result<Tensor> {
         let labels = Labels::from_tensor(&batch.labels, self.config.vocab_size)?;
-        let hidden = self.teacher_forced_hidden(batch, &labels, train)?;
-        let (b, lt, d) = hidden.dims3()?;
-        let (positions, targets) = labels.scored_positions(&self.device)?;
-        let rows = hidden.reshape((b * lt, d))?.index_select(&positions, 0)?;
-        Ok(loss::cross_entropy(&self.lm_logits(&rows)?, &targets)?)
+        let hidden = self.teacher_forced(batch, &labels, train)?;
+        self.loss_from_hidden(&hidden, &labels, train)
     }
 
-    fn teacher_forced_hidden(
-        &self,
-        batch: &Seq2SeqBatch,
-        labels: &Labels,
-        train: bool,
-    ) -> Result<Tensor> {
+    /// The decoder output `[B, Lt, d_model]` for `batch` under teacher forcing: the labels
+    /// shifted right behind the decoder start token, `-100` replaced by the pad token.
+    pub fn decoder_output(&self, batch: &Seq2SeqBatch, train: bool) -> Result<Tensor> {
+        let labels = Labels::from_tensor(&batch.labels, self.config.vocab_size)?;
+        self.teacher_forced(batch, &labels, train)
+    }
+
+    fn teacher_forced(&self, batch: &Seq2SeqBatch, labels: &Labels, train: bool) -> Result<Tensor> {
         let (b, _) = batch
             .input_ids
             .dims2()
-            .map_err(|e| Error::tensor("input_ids", e.to_string()))?;
+            .map_err(|e| Error::tensor("input_ids", format!("expected [batch, length]: {e}")))?;
         if labels.batch_size() != b {
             return Err(Error::tensor(
                 "labels",
@@ -349,6 +347,35 @@ impl T5Model {
         let decoder_ids =
             labels.decoder_input_ids(c.decoder_start_token_id, c.pad_token_id, &self.device)?;
         self.decode(&decoder_ids, &encoder_out, &batch.attention_mask, train)
+    }
+
+    /// The mean cross-entropy of decoder hidden states `[B, Lt, d_model]` against `labels`
+    /// `[B, Lt]`. Only the positions with a label are projected onto the vocabulary, which
+    /// saves most of the head's cost when targets are short.
+    pub fn loss_from_hidden(
+        &self,
+        hidden: &Tensor,
+        labels: &Labels,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, lt, d) = hidden.dims3()?;
+        if (b, lt) != (labels.batch_size(), labels.len()) {
+            return Err(Error::tensor(
+                "labels",
+                format!(
+                    "[{}, {}] does not fit decoder states {:?}",
+                    labels.batch_size(),
+                    labels.len(),
+                    hidden.dims()
+                ),
+            ));
+        }
+        let (positions, targets) = labels.scored_positions(hidden.device())?;
+        let rows = hidden.reshape((b * lt, d))?.index_select(&positions, 0)?;
+        Ok(loss::cross_entropy(
+            &self.lm_logits(&rows, train)?,
+            &targets,
+        )?)
     }
 }
 
