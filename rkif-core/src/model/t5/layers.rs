@@ -1,6 +1,7 @@
 //! The building blocks of a T5 block: the RMS-style layer norm, multi-head attention and the
-//! feed-forward network. Only differentiable candle operations are used (no fused kernels),
-//! so gradients reach every LoRA factor.
+//! feed-forward network. Everything here is differentiable: no fused candle kernel that
+//! lacks a backward pass (the softmax has its own, see `softmax.rs`), so gradients reach
+//! every LoRA factor.
 //!
 //! The residual stream is kept in f32 whatever the weight dtype (f64 for f64 weights): a
 //! bf16 / f16 T5 overflows in the feed-forward output otherwise. Sub-layers take and return
@@ -8,9 +9,8 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::softmax::softmax_last_dim;
-
 use super::config::Activation;
+use super::softmax::softmax_last_dim;
 use crate::model::LoraLinear;
 
 /// The dtype of the residual stream, norms, attention scores and logits for weights of

@@ -88,7 +88,6 @@ pub fn causal_mask(
 pub fn padding_mask(attention_mask: &Tensor) -> candle_core::Result<Tensor> {
     let (b, l) = attention_mask.dims2()?;
     let keep = attention_mask.to_dtype(DType::F32)?;
-    // (1 - keep) * MASKED, without forming 0 * MASKED = -0 issues (it is exact either way).
     let masked = ((1.0 - keep)? * MASKED as f64)?;
     masked.reshape((b, 1, 1, l))
 }
