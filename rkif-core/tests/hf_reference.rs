@@ -14,3 +14,5 @@ mod llama;
 mod lora_fixture;
 #[path = "hf_reference/optim.rs"]
 mod optim;
+#[path = "hf_reference/t5.rs"]
+mod t5;

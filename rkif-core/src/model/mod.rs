@@ -7,6 +7,7 @@ pub mod frozen;
 pub mod gguf;
 pub mod llama;
 pub mod lora;
+pub mod t5;
 pub(crate) mod tensor_file;
 pub mod tokenizer;
 
