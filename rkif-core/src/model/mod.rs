@@ -2,6 +2,7 @@
 //! (local folder, hub, GGUF), greedy generation and the PEFT adapter files.
 
 pub mod adapter;
+pub mod backbone;
 pub mod checkpoint;
 pub mod frozen;
 pub mod gguf;
