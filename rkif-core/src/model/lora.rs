@@ -161,7 +161,13 @@ impl LoraLinear {
 
     /// Shapes: `x` `[..., in]` -> `[..., out]`. Dropout applies only when `train` is set.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut y = frozen_linear(x, &self.weight)?;
+        // A weight that is itself a variable (pretraining the embedded base model) trains
+        // through a plain matmul; a frozen one skips its weight gradient.
+        let mut y = if self.weight.is_variable() {
+            x.broadcast_matmul(&self.weight.t()?)?
+        } else {
+            frozen_linear(x, &self.weight)?
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }

@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod backbone;
 pub mod checkpoint;
+pub mod embedded;
 pub mod frozen;
 pub mod gguf;
 pub mod llama;
