@@ -17,12 +17,14 @@
 
 pub mod adamw;
 pub mod grads;
+pub mod learner;
 pub mod params;
 pub mod schedule;
 pub mod step;
 
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use grads::{GradAccumulator, Gradients};
+pub use learner::{Learner, StepRecord};
 pub use params::NamedParam;
 pub use schedule::LinearWarmupSchedule;
 pub use step::{clipped_step, StepStats};
