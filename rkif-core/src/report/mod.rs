@@ -1,1 +1,32 @@
-//! (module under construction)
+//! The run-artifact schema: what a run writes, and what notebooks, the CLI and the viewer
+//! read. Plain serde types and pure functions; no candle, builds for wasm32.
+//!
+//! - [`run_dir`]: the [`RunDir`] layout and loading / saving of each artifact.
+//! - [`manifest`]: `manifest.json`, the run's identity (config, seeds, versions, data hashes).
+//! - [`metrics_file`]: `metrics.json`, the accuracy matrix and metrics with their formulas.
+//! - [`events`]: `events.jsonl`, per-step and per-round training events.
+//! - [`importance`]: `importance/*.json`, score summaries and down-sampled maps.
+//! - [`schema`]: versioning and the checks made on load.
+//! - [`atomic`]: crash-safe writes and JSON reading with errors that name the file.
+
+pub mod atomic;
+pub mod events;
+pub mod importance;
+pub mod manifest;
+pub mod metrics_file;
+pub mod run_dir;
+pub mod schema;
+
+pub use atomic::{parse_json, read_json, write_atomic, write_json};
+pub use events::{
+    parse_events, read_events, EvalEvent, Event, EventLog, EventWriter, FusionShares, LogHeader,
+    RoundEvent, RoundTimings, SkippedStep, StepEvent, TaskEnd, TaskStart, EVENTS_SCHEMA_VERSION,
+};
+pub use importance::{
+    downsample_mean, ElementGrid, ImportanceMap, ImportanceSnapshot, LoraFactor, ModuleImportance,
+    ScoreKind, ScoreSummary, DEFAULT_MAP_SIDE,
+};
+pub use manifest::{DataFileHash, Manifest, Timing};
+pub use metrics_file::{MetricsFile, TaskDetail};
+pub use run_dir::{ImportanceEntry, RunDir};
+pub use schema::{parse_artifact, read_artifact, write_artifact, Artifact};
