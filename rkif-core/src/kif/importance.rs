@@ -277,28 +277,41 @@ impl ImportanceTracker {
     fn next_state(&self, pg: &ParamGrad<'_>) -> Result<TensorImportance> {
         let param = pg.param.detach();
         let grad = pg.grad.detach();
-        if param.shape() != grad.shape() || param.dtype() != grad.dtype() {
+        if param.shape() != grad.shape()
+            || param.dtype() != grad.dtype()
+            || !param.device().same_device(grad.device())
+        {
             return Err(Error::tensor(
                 pg.name,
                 format!(
-                    "parameter is {:?} {:?} but its gradient is {:?} {:?}",
+                    "parameter is {:?} {:?} on {:?} but its gradient is {:?} {:?} on {:?}",
                     param.shape(),
                     param.dtype(),
+                    param.device().location(),
                     grad.shape(),
-                    grad.dtype()
+                    grad.dtype(),
+                    grad.device().location()
                 ),
             ));
         }
         let ipt = self.config.sensitivity.compute(&param, &grad)?;
         let (prev_ipt, prev_unc) = match self.state(pg.name) {
             Some(prev) => {
-                if prev.exp_avg_ipt.shape() != param.shape() {
+                let tracked = &prev.exp_avg_ipt;
+                if tracked.shape() != param.shape()
+                    || tracked.dtype() != param.dtype()
+                    || !tracked.device().same_device(param.device())
+                {
                     return Err(Error::tensor(
                         pg.name,
                         format!(
-                            "shape {:?} differs from the tracked {:?}",
+                            "{:?} {:?} on {:?} differs from the tracked {:?} {:?} on {:?}",
                             param.shape(),
-                            prev.exp_avg_ipt.shape()
+                            param.dtype(),
+                            param.device().location(),
+                            tracked.shape(),
+                            tracked.dtype(),
+                            tracked.device().location()
                         ),
                     ));
                 }
@@ -594,6 +607,16 @@ mod tests {
         assert!(matches!(
             tr.update(&[ParamGrad { name: "x", param: &p, grad: &g }]),
             Err(Error::Tensor { name, .. }) if name == "x"
+        ));
+        let (p1, g1) = (t(&[1.0]), t(&[1.0]));
+        tr.update(&[ParamGrad {
+            name: "y",
+            param: &p1,
+            grad: &g1,
+        }])?;
+        assert!(matches!(
+            tr.update(&[ParamGrad { name: "y", param: &p, grad: &p }]),
+            Err(Error::Tensor { name, what }) if name == "y" && what.contains("tracked")
         ));
         let bad = ImportanceConfig {
             beta2: 1.0,

@@ -337,6 +337,32 @@ mod tests {
     }
 
     #[test]
+    fn quantile_has_no_size_limit() -> Result<()> {
+        // Past 2^24 + 1 elements (where torch.quantile refuses): values i % 7, whose sorted
+        // order is known from the counts of each residue.
+        let n = (1usize << 24) + 2;
+        let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+        let order_statistic = |pos: usize| {
+            let mut below = 0;
+            (0..7)
+                .find(|&k| {
+                    below += (n - k).div_ceil(7); // how many i < n have i % 7 == k
+                    pos < below
+                })
+                .map_or(f32::NAN, |k| k as f32)
+        };
+        // (About 5 s in a debug build: the selection is generic code compiled without
+        // optimisation there.)
+        let q = 0.8;
+        let rank = q * (n - 1) as f64;
+        let lo = order_statistic(rank.floor() as usize);
+        let hi = order_statistic(rank.ceil() as usize);
+        let want = lerp(lo, hi, (rank - rank.floor()) as f32);
+        assert_eq!(quantile(&values, q)?, Some(want));
+        Ok(())
+    }
+
+    #[test]
     fn global_mask_is_strict_and_counts_ties_out() -> Result<()> {
         // Ten scores, sorted 0 0 0 0 1 1 1 1 2 2. Rank 0.8 * 9 = 7.2 lies between positions 7
         // (a 1) and 8 (a 2): tau = 1.2 and exactly the two 2s are selected.
