@@ -227,24 +227,105 @@ pub enum OuterOptimizer {
     Separate { lr: f64 },
 }
 
-/// Fusion coefficients `(c_in, c_out)` for the four cases of the two masks (METHOD.md section 4).
+/// Which masks mark an element as important.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusionCase {
+    /// Important for the new task only.
+    InnerOnly,
+    /// Important for the old tasks (replay) only.
+    OuterOnly,
+    /// Important for both.
+    Both,
+    /// Important for neither.
+    Neither,
+}
+
+impl FusionCase {
+    /// The four cases, in table order.
+    pub const ALL: [FusionCase; 4] = [Self::InnerOnly, Self::OuterOnly, Self::Both, Self::Neither];
+
+    /// The case of an element from its two mask bits.
+    pub fn of(inner: bool, outer: bool) -> Self {
+        match (inner, outer) {
+            (true, false) => Self::InnerOnly,
+            (false, true) => Self::OuterOnly,
+            (true, true) => Self::Both,
+            (false, false) => Self::Neither,
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            Self::InnerOnly => "inner_only",
+            Self::OuterOnly => "outer_only",
+            Self::Both => "both",
+            Self::Neither => "neither",
+        }
+    }
+}
+
+/// The coefficients of one case.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct CaseWeights {
+    /// Weight of the new-task update `delta_in`.
+    pub c_in: f64,
+    /// Weight of the replay update `delta_out`.
+    pub c_out: f64,
+}
+
+/// The coefficient table. The default is the reference's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FusionTable {
-    pub inner_only: [f64; 2],
-    pub outer_only: [f64; 2],
-    pub both: [f64; 2],
-    pub neither: [f64; 2],
+    /// Default 1.0 / 0.0: the replay update is pruned.
+    pub inner_only: CaseWeights,
+    /// Default 0.0 / 1.0: the new-task update is pruned.
+    pub outer_only: CaseWeights,
+    /// Default 0.4 / 0.6: merged, old tasks weighted higher.
+    pub both: CaseWeights,
+    /// Default 0.5 / 0.5: plain average.
+    pub neither: CaseWeights,
 }
 
 impl Default for FusionTable {
     fn default() -> Self {
+        let w = |c_in, c_out| CaseWeights { c_in, c_out };
         Self {
-            inner_only: [1.0, 0.0],
-            outer_only: [0.0, 1.0],
-            both: [0.4, 0.6],
-            neither: [0.5, 0.5],
+            inner_only: w(1.0, 0.0),
+            outer_only: w(0.0, 1.0),
+            both: w(0.4, 0.6),
+            neither: w(0.5, 0.5),
         }
+    }
+}
+
+impl FusionTable {
+    /// The coefficients of `case`.
+    pub fn weights(&self, case: FusionCase) -> CaseWeights {
+        match case {
+            FusionCase::InnerOnly => self.inner_only,
+            FusionCase::OuterOnly => self.outer_only,
+            FusionCase::Both => self.both,
+            FusionCase::Neither => self.neither,
+        }
+    }
+
+    /// Checks every coefficient is finite; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        for case in FusionCase::ALL {
+            let w = self.weights(case);
+            for (which, value) in [("c_in", w.c_in), ("c_out", w.c_out)] {
+                if !value.is_finite() {
+                    return Err(Error::config(
+                        format!("kif.fusion.{}.{which}", case.field()),
+                        format!("must be finite, got {value}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -485,22 +566,7 @@ impl RunConfig {
         if let OuterOptimizer::Separate { lr } = k.outer_optimizer {
             finite_positive("kif.outer_optimizer.lr", lr)?;
         }
-        let f = &k.fusion;
-        for (field, pair) in [
-            ("kif.fusion.inner_only", f.inner_only),
-            ("kif.fusion.outer_only", f.outer_only),
-            ("kif.fusion.both", f.both),
-            ("kif.fusion.neither", f.neither),
-        ] {
-            for c in pair {
-                if !c.is_finite() || !(0.0..=1.0).contains(&c) {
-                    return Err(Error::config(
-                        field,
-                        format!("coefficient {c} is outside [0, 1]"),
-                    ));
-                }
-            }
-        }
+        k.fusion.validate()?;
 
         let e = &self.eval;
         positive("eval.max_new_tokens", e.max_new_tokens)?;
