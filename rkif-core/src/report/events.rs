@@ -275,20 +275,34 @@ pub fn parse_events(source: &Path, bytes: &[u8]) -> Result<EventLog> {
     Ok(log)
 }
 
+/// The header's identifying fields, read before the rest so that a newer log is refused by
+/// its version rather than by whatever else it changed.
+#[derive(Deserialize)]
+struct HeaderProbe {
+    kind: String,
+    schema_version: u32,
+}
+
 fn parse_header(source: &Path, number: usize, line: &str) -> Result<LogHeader> {
-    let HeaderLine::Header(header) = serde_json::from_str::<HeaderLine>(line).map_err(|e| {
+    let not_a_header = |what: String| {
         Error::format(
             source,
-            format!("line {number}: expected the log header ({{\"kind\":\"header\",...}}): {e}"),
+            format!("line {number}: expected the log header ({{\"kind\":\"header\",...}}): {what}"),
         )
-    })?;
-    if header.schema_version > EVENTS_SCHEMA_VERSION {
+    };
+    let probe: HeaderProbe = serde_json::from_str(line).map_err(|e| not_a_header(e.to_string()))?;
+    if probe.kind != "header" {
+        return Err(not_a_header(format!("found kind `{}`", probe.kind)));
+    }
+    if probe.schema_version > EVENTS_SCHEMA_VERSION {
         return Err(Error::SchemaVersion {
             path: source.to_path_buf(),
-            found: header.schema_version,
+            found: probe.schema_version,
             supported: EVENTS_SCHEMA_VERSION,
         });
     }
+    let HeaderLine::Header(header) =
+        serde_json::from_str(line).map_err(|e| not_a_header(e.to_string()))?;
     Ok(header)
 }
 
@@ -603,7 +617,7 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         std::fs::write(
             &path,
-            "{\"kind\":\"header\",\"schema_version\":9,\"rkif_version\":\"9.0.0\"}\n",
+            "{\"kind\":\"header\",\"schema_version\":9,\"written_by\":\"rkif 9\"}\n",
         )
         .unwrap();
         for err in [
