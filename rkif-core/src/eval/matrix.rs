@@ -132,30 +132,26 @@ impl AccuracyMatrix {
     /// Sets `a[after][on] = accuracy` (a fraction in `0..=1`) and marks tasks
     /// `0..=after` trained.
     pub fn set(&mut self, after: usize, on: usize, accuracy: f64) -> Result<()> {
-        self.check_cell(after, on)?;
-        check_accuracy(accuracy)
-            .map_err(|e| Error::Data(format!("accuracy after task {after} on task {on}: {e}")))?;
-        self.accuracy[after][on] = Some(accuracy);
-        self.examples[after][on] = None;
-        self.trained = self.trained.max(after + 1);
-        Ok(())
+        self.fill(after, on, accuracy, None)
     }
 
     /// Records the score of evaluating task `on` after training task `after`: the accuracy
     /// and the number of examples behind it. An evaluation of zero examples is refused.
     pub fn record(&mut self, after: usize, on: usize, score: TaskAccuracy) -> Result<()> {
         let accuracy = self.score_accuracy(on, score)?;
-        self.set(after, on, accuracy)?;
-        self.examples[after][on] = Some(score.total);
-        Ok(())
+        self.fill(after, on, accuracy, Some(score.total))
     }
 
     /// Sets the zero-shot accuracy `b[on]` of the base model on task `on`.
     pub fn set_zero_shot(&mut self, on: usize, accuracy: f64) -> Result<()> {
-        self.check_cell(0, on)?;
         check_accuracy(accuracy)
             .map_err(|e| Error::Data(format!("zero-shot accuracy on task {on}: {e}")))?;
         let t = self.len();
+        if on >= t {
+            return Err(Error::Data(format!(
+                "zero-shot task {on} is outside a run of {t} tasks"
+            )));
+        }
         let row = self.zero_shot.get_or_insert_with(|| vec![None; t]);
         if let Some(cell) = row.get_mut(on) {
             *cell = Some(accuracy);
@@ -215,13 +211,35 @@ impl AccuracyMatrix {
         Ok(ContinualMetrics::compute(self, k))
     }
 
-    fn check_cell(&self, after: usize, on: usize) -> Result<()> {
+    /// Sets cell `(after, on)` and its example count, and marks tasks `0..=after` trained.
+    fn fill(
+        &mut self,
+        after: usize,
+        on: usize,
+        accuracy: f64,
+        examples: Option<usize>,
+    ) -> Result<()> {
+        check_accuracy(accuracy)
+            .map_err(|e| Error::Data(format!("accuracy after task {after} on task {on}: {e}")))?;
         let t = self.len();
-        if after >= t || on >= t {
-            return Err(Error::Data(format!(
+        let outside = || {
+            Error::Data(format!(
                 "accuracy cell (after task {after}, on task {on}) is outside a run of {t} tasks"
-            )));
-        }
+            ))
+        };
+        let cell = self
+            .accuracy
+            .get_mut(after)
+            .and_then(|row| row.get_mut(on))
+            .ok_or_else(outside)?;
+        *cell = Some(accuracy);
+        let count = self
+            .examples
+            .get_mut(after)
+            .and_then(|row| row.get_mut(on))
+            .ok_or_else(outside)?;
+        *count = examples;
+        self.trained = self.trained.max(after + 1);
         Ok(())
     }
 
@@ -247,7 +265,7 @@ fn check_task_names(tasks: &[String]) -> std::result::Result<(), String> {
         if name.trim().is_empty() {
             return Err(format!("tasks[{i}]: empty task name"));
         }
-        if tasks[..i].contains(name) {
+        if tasks.iter().take(i).any(|earlier| earlier == name) {
             return Err(format!("tasks[{i}]: task `{name}` appears twice"));
         }
     }
@@ -314,6 +332,7 @@ mod tests {
         assert!(m.set(0, 0, f64::NAN).is_err());
         assert!(m.set(2, 0, 0.5).is_err());
         assert!(m.set_zero_shot(2, 0.5).is_err());
+        assert_eq!(m.zero_shot_row(), None);
         assert!(m
             .record(
                 0,

@@ -24,15 +24,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// a power cut. On failure the temp file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let folder = parent_folder(path);
-    let (temp_path, mut file) = create_temp_beside(path, &folder)?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
+    let (temp_path, file) = create_temp_beside(path, &folder)?;
+    let written = fill_and_close(file, bytes)
         .map_err(|e| Error::io(&temp_path, e))
-        .and_then(|()| {
-            drop(file);
-            fs::rename(&temp_path, path).map_err(|e| Error::io(path, e))
-        });
+        .and_then(|()| fs::rename(&temp_path, path).map_err(|e| Error::io(path, e)));
     if let Err(e) = written {
         // Best effort: the write already failed, a leftover temp file is the lesser problem.
         let _ = fs::remove_file(&temp_path);
@@ -73,6 +68,12 @@ pub(crate) fn json_error(source: &Path, error: &serde_json::Error) -> Error {
         Category::Io => "read error",
     };
     Error::format(source, format!("{kind}: {error}"))
+}
+
+/// Writes `bytes`, syncs them to disk and closes the file (Windows cannot rename an open file).
+fn fill_and_close(mut file: File, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn parent_folder(path: &Path) -> PathBuf {

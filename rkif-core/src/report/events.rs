@@ -231,33 +231,41 @@ pub struct EventLog {
     pub truncated_lines: usize,
 }
 
-/// Parses the text of an `events.jsonl`; `source` names it in errors.
+/// Parses the bytes of an `events.jsonl`; `source` names them in errors.
 ///
-/// A line that does not parse is an [`Error::Format`] naming `source` and the line number
-/// (from 1), except a final line without its newline, which a crash can leave: that one is
-/// counted in [`EventLog::truncated_lines`]. Blank lines are skipped. A header newer than
-/// this rkif is [`Error::SchemaVersion`].
-pub fn parse_events(source: &Path, text: &str) -> Result<EventLog> {
-    let ends_cleanly = text.is_empty() || text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
+/// A line that does not parse (or is not UTF-8) is an [`Error::Format`] naming `source` and
+/// the line number (from 1), except a final line without its newline, which a crash can
+/// leave: that one is counted in [`EventLog::truncated_lines`]. Blank lines are skipped. A
+/// header newer than this rkif is [`Error::SchemaVersion`].
+pub fn parse_events(source: &Path, bytes: &[u8]) -> Result<EventLog> {
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    // `split` yields an empty piece after a final newline; without one, the last piece is
+    // a line the writer never finished.
+    let ends_cleanly = lines.last().is_some_and(|last| last.is_empty());
+    if ends_cleanly {
+        lines.pop();
+    }
     let mut log = EventLog {
         header: None,
         events: Vec::new(),
         truncated_lines: 0,
     };
-    for (index, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (index, raw) in lines.iter().enumerate() {
         let number = index + 1;
         let is_unfinished_last = !ends_cleanly && number == lines.len();
-        let parsed = if log.header.is_none() {
-            parse_header(source, number, line).map(|h| log.header = Some(h))
-        } else {
-            serde_json::from_str::<Event>(line)
-                .map(|e| log.events.push(e))
-                .map_err(|e| Error::format(source, format!("line {number}: {e}")))
-        };
+        let parsed = std::str::from_utf8(raw)
+            .map_err(|e| Error::format(source, format!("line {number}: not UTF-8 text: {e}")))
+            .and_then(|line| {
+                if line.trim().is_empty() {
+                    Ok(())
+                } else if log.header.is_none() {
+                    parse_header(source, number, line).map(|h| log.header = Some(h))
+                } else {
+                    serde_json::from_str::<Event>(line)
+                        .map(|e| log.events.push(e))
+                        .map_err(|e| Error::format(source, format!("line {number}: {e}")))
+                }
+            });
         match parsed {
             Ok(()) => {}
             Err(Error::Format { .. }) if is_unfinished_last => log.truncated_lines += 1,
@@ -267,29 +275,41 @@ pub fn parse_events(source: &Path, text: &str) -> Result<EventLog> {
     Ok(log)
 }
 
+/// The header's identifying fields, read before the rest so that a newer log is refused by
+/// its version rather than by whatever else it changed.
+#[derive(Deserialize)]
+struct HeaderProbe {
+    kind: String,
+    schema_version: u32,
+}
+
 fn parse_header(source: &Path, number: usize, line: &str) -> Result<LogHeader> {
-    let HeaderLine::Header(header) = serde_json::from_str::<HeaderLine>(line).map_err(|e| {
+    let not_a_header = |what: String| {
         Error::format(
             source,
-            format!("line {number}: expected the log header ({{\"kind\":\"header\",...}}): {e}"),
+            format!("line {number}: expected the log header ({{\"kind\":\"header\",...}}): {what}"),
         )
-    })?;
-    if header.schema_version > EVENTS_SCHEMA_VERSION {
+    };
+    let probe: HeaderProbe = serde_json::from_str(line).map_err(|e| not_a_header(e.to_string()))?;
+    if probe.kind != "header" {
+        return Err(not_a_header(format!("found kind `{}`", probe.kind)));
+    }
+    if probe.schema_version > EVENTS_SCHEMA_VERSION {
         return Err(Error::SchemaVersion {
             path: source.to_path_buf(),
-            found: header.schema_version,
+            found: probe.schema_version,
             supported: EVENTS_SCHEMA_VERSION,
         });
     }
+    let HeaderLine::Header(header) =
+        serde_json::from_str(line).map_err(|e| not_a_header(e.to_string()))?;
     Ok(header)
 }
 
 /// Reads an `events.jsonl` file (see [`parse_events`]).
 pub fn read_events(path: &Path) -> Result<EventLog> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
-    parse_events(path, &text)
+    parse_events(path, &bytes)
 }
 
 /// Appends events to an `events.jsonl`, one flushed line each.
@@ -559,7 +579,7 @@ mod tests {
     fn unknown_kind_is_a_damaged_line() {
         let text = "{\"kind\":\"header\",\"schema_version\":1,\"rkif_version\":\"0.1.0\"}\n\
                     {\"kind\":\"teleport\",\"task\":0}\n";
-        let err = parse_events(Path::new("run/events.jsonl"), text).unwrap_err();
+        let err = parse_events(Path::new("run/events.jsonl"), text.as_bytes()).unwrap_err();
         let message = err.to_string();
         assert!(
             message.starts_with("run/events.jsonl: line 2:"),
@@ -597,7 +617,7 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         std::fs::write(
             &path,
-            "{\"kind\":\"header\",\"schema_version\":9,\"rkif_version\":\"9.0.0\"}\n",
+            "{\"kind\":\"header\",\"schema_version\":9,\"written_by\":\"rkif 9\"}\n",
         )
         .unwrap();
         for err in [
@@ -622,7 +642,7 @@ mod tests {
     fn missing_header_is_reported() {
         let text =
             "{\"kind\":\"step\",\"task\":0,\"step\":1,\"loss\":1.0,\"lr\":0.1,\"grad_norm\":1.0}\n";
-        let err = parse_events(Path::new("e.jsonl"), text).unwrap_err();
+        let err = parse_events(Path::new("e.jsonl"), text.as_bytes()).unwrap_err();
         assert!(
             err.to_string().contains("line 1: expected the log header"),
             "{err}"
@@ -653,8 +673,21 @@ mod tests {
     }
 
     #[test]
+    fn character_cut_by_a_crash_is_a_truncated_line_but_bad_bytes_inside_are_not() {
+        let header = "{\"kind\":\"header\",\"schema_version\":1,\"rkif_version\":\"0.1.0\"}\n";
+        let mut bytes = header.as_bytes().to_vec();
+        // "é" is two bytes; the crash kept only the first.
+        bytes.extend_from_slice(b"{\"kind\":\"skipped_step\",\"reason\":\"caf\xc3");
+        let log = parse_events(Path::new("e.jsonl"), &bytes).unwrap();
+        assert_eq!(log.truncated_lines, 1);
+        bytes.push(b'\n');
+        let err = parse_events(Path::new("e.jsonl"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("line 2: not UTF-8"), "{err}");
+    }
+
+    #[test]
     fn empty_log_reads_as_no_events() {
-        let log = parse_events(Path::new("e.jsonl"), "").unwrap();
+        let log = parse_events(Path::new("e.jsonl"), b"").unwrap();
         assert_eq!(log.header, None);
         assert!(log.events.is_empty());
     }

@@ -187,7 +187,8 @@ impl ElementGrid {
         if row >= self.rows || col >= self.cols {
             return None;
         }
-        self.values.get(row * self.cols + col).copied()
+        let index = row.checked_mul(self.cols)?.checked_add(col)?;
+        self.values.get(index).copied()
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -197,7 +198,7 @@ impl ElementGrid {
                 self.rows, self.cols, self.source_rows, self.source_cols
             ));
         }
-        if self.values.len() != self.rows * self.cols {
+        if self.rows.checked_mul(self.cols) != Some(self.values.len()) {
             return Err(format!(
                 "{} values for a {}x{} grid",
                 self.values.len(),

@@ -8,6 +8,26 @@
 //! - [`importance`]: `importance/*.json`, score summaries and down-sampled maps.
 //! - [`schema`]: versioning and the checks made on load.
 //! - [`atomic`]: crash-safe writes and JSON reading with errors that name the file.
+//!
+//! ```
+//! use rkif_core::eval::AccuracyMatrix;
+//! use rkif_core::report::{Event, Manifest, MetricsFile, RunDir, StepEvent};
+//!
+//! # let tmp = tempfile::tempdir()?;
+//! # let folder = tmp.path().join("demo");
+//! let run = RunDir::create(&folder)?;
+//! run.save_manifest(&Manifest::new("demo", "recurrent-kif", "cpu", 8, "2026-11-30T12:00:00Z"))?;
+//! let mut events = run.events_writer()?;
+//! events.append(&Event::Step(StepEvent { task: 0, step: 1, loss: 2.3, lr: 6e-6, grad_norm: 0.8 }))?;
+//! let mut matrix = AccuracyMatrix::new(vec!["agnews".into()])?;
+//! matrix.set(0, 0, 0.9)?;
+//! run.save_metrics(&MetricsFile::from_matrix(&matrix))?;
+//!
+//! let run = RunDir::open(&folder)?;
+//! assert_eq!(run.load_metrics()?.op.value, Some(0.9));
+//! assert_eq!(run.load_events()?.events.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod atomic;
 pub mod events;
