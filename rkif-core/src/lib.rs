@@ -28,7 +28,11 @@ pub mod report;
 #[cfg(feature = "candle")]
 pub mod kif;
 #[cfg(feature = "candle")]
+pub mod methods;
+#[cfg(feature = "candle")]
 pub mod model;
+#[cfg(feature = "candle")]
+pub mod session;
 #[cfg(feature = "candle")]
 pub mod train;
 

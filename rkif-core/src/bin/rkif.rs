@@ -1,6 +1,290 @@
-//! The `rkif` command line.
+//! The `rkif` command line: whole continual-learning runs, data checks, the embedded base
+//! model's recipe.
+//!
+//! `rkif run` with no arguments trains SeqLoRA and Recurrent-KIF on the embedded default
+//! (the `rkif-mini` benchmark and base model) and prints both accuracy matrices.
 
-fn main() {
-    eprintln!("rkif: the command line arrives with the engine");
-    std::process::exit(2);
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use rkif_core::config::{Method, ModelSource, RunConfig};
+use rkif_core::data::Benchmark;
+use rkif_core::eval::AccuracyMatrix;
+use rkif_core::session::Session;
+
+#[derive(Parser)]
+#[command(
+    name = "rkif",
+    version,
+    about = "Recurrent-KIF continual learning for language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one or more methods over a task sequence (default: SeqLoRA and Recurrent-KIF
+    /// on the embedded rkif-mini benchmark and base model).
+    Run(RunArgs),
+    /// List the benchmarks, tasks and orders of a data folder and check its files.
+    Data {
+        /// The benchmark folder (default: RKIF_DATA_DIR, else the embedded rkif-mini).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Rebuild the embedded base model from its recipe (bit for bit on the same CPU kernels).
+    BaseModel {
+        /// Output folder.
+        #[arg(long, default_value = "data/base-model")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// A TOML config file (see `--print-config` for every key).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A preset: reference-t5, reference-llama, quick (default: quick).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Methods to run, each into its own run folder (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    method: Vec<String>,
+    /// A task order of the benchmark (e.g. mini-1, standard-1, long-1, superni-1).
+    #[arg(long)]
+    order: Option<String>,
+    /// The benchmark folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A local Hugging Face model folder.
+    #[arg(long, conflicts_with = "gguf")]
+    model_dir: Option<PathBuf>,
+    /// A GGUF model file (dequantised to f32).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// The root seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// At most this many training examples per task.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// At most this many test examples per task.
+    #[arg(long)]
+    max_eval: Option<usize>,
+    /// Epochs per task.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Where run folders go (one per method).
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Print the resolved config as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Run(RunArgs {
+        out: PathBuf::from("runs"),
+        ..RunArgs::default()
+    })) {
+        Command::Run(args) => run(args),
+        Command::Data { data_dir } => data(data_dir),
+        Command::BaseModel { out } => base_model(&out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rkif: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn resolve_config(args: &RunArgs) -> rkif_core::Result<RunConfig> {
+    let mut cfg = match (&args.config, &args.preset) {
+        (Some(path), _) => RunConfig::from_toml_file(path)?,
+        (None, Some(p)) => RunConfig::preset(p)?,
+        (None, None) => RunConfig::preset("quick")?,
+    };
+    if let Some(o) = &args.order {
+        cfg.data.order = Some(o.clone());
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data.dir = Some(d.clone());
+    }
+    if let Some(d) = &args.model_dir {
+        cfg.model.source = ModelSource::Local { path: d.clone() };
+    }
+    if let Some(g) = &args.gguf {
+        cfg.model.source = ModelSource::Gguf { path: g.clone() };
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(n) = args.max_train {
+        cfg.data.max_train_per_task = Some(n);
+    }
+    if let Some(n) = args.max_eval {
+        cfg.eval.max_examples_per_task = Some(n);
+    }
+    if let Some(n) = args.epochs {
+        cfg.optim.epochs = n;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run(args: RunArgs) -> CliResult {
+    let base = resolve_config(&args)?;
+    let methods: Vec<Method> = if args.method.is_empty() {
+        vec![Method::SeqLora, Method::Rkif]
+    } else {
+        args.method
+            .iter()
+            .map(|m| Method::parse(m.trim()))
+            .collect::<rkif_core::Result<_>>()?
+    };
+    if args.print_config {
+        print!("{}", base.to_toml()?);
+        return Ok(());
+    }
+    let mut results = Vec::new();
+    for method in methods {
+        let mut cfg = base.clone();
+        cfg.method = method;
+        let dir = args.out.join(method.name());
+        let started = Instant::now();
+        let matrix = run_one(cfg, &dir)?;
+        results.push((method, matrix, started.elapsed().as_secs_f64(), dir));
+    }
+    println!();
+    print_summary(&results);
+    Ok(())
+}
+
+/// Train one method into `dir`, resuming it when it holds an unfinished run.
+fn run_one(cfg: RunConfig, dir: &Path) -> rkif_core::Result<AccuracyMatrix> {
+    let mut session = if dir.join("manifest.json").is_file() {
+        eprintln!("{}: resuming", dir.display());
+        Session::resume(dir)?
+    } else {
+        Session::with_run_dir(cfg, dir)?
+    };
+    if session.is_finished() {
+        eprintln!("{}: already finished", dir.display());
+        return Ok(session.matrix().clone());
+    }
+    let method = session.config().method.name();
+    let total: usize = (session.next_task()..session.tasks().len())
+        .map(|i| {
+            rkif_core::session::planned_steps(session.config(), session.tasks()[i].train.len())
+        })
+        .sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(method.to_string());
+    let names = session.task_names();
+    let hook_bar = bar.clone();
+    session.set_step_hook(Box::new(move |task, _step, _planned, loss| {
+        hook_bar.inc(1);
+        hook_bar.set_message(format!("task {task} loss {loss:.3}"));
+    }));
+    session.run_all(|summary, row| {
+        let acc: Vec<String> = row
+            .accuracy
+            .iter()
+            .zip(&names)
+            .filter_map(|(a, n)| a.map(|a| format!("{n} {:.1}", a * 100.0)))
+            .collect();
+        bar.println(format!(
+            "{method}: task {} ({}) {} steps, {:.1}s; accuracy: {}",
+            summary.task,
+            summary.name,
+            summary.steps,
+            summary.seconds,
+            acc.join(", ")
+        ));
+    })?;
+    bar.finish_and_clear();
+    Ok(session.matrix().clone())
+}
+
+fn print_summary(results: &[(Method, AccuracyMatrix, f64, PathBuf)]) {
+    for (method, m, secs, dir) in results {
+        println!("{} ({:.0}s, {})", method.name(), secs, dir.display());
+        let tasks = m.tasks();
+        print!("  {:>10}", "after \\ on");
+        for t in tasks {
+            print!(" {:>9}", truncate(t, 9));
+        }
+        println!();
+        for (j, row) in m.rows().iter().enumerate() {
+            if row.iter().all(Option::is_none) {
+                continue;
+            }
+            print!("  {:>10}", truncate(&tasks[j], 10));
+            for cell in row {
+                match cell {
+                    Some(a) => print!(" {:>9.1}", a * 100.0),
+                    None => print!(" {:>9}", "."),
+                }
+            }
+            println!();
+        }
+        println!();
+    }
+    println!("{:<16} {:>8} {:>8}", "method", "OP", "BWT");
+    for (method, m, _, _) in results {
+        let metrics = m.metrics();
+        let fmt =
+            |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{:.1}", x * 100.0));
+        println!(
+            "{:<16} {:>8} {:>8}",
+            method.name(),
+            fmt(metrics.op.value),
+            fmt(metrics.bwt.value)
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn data(dir: Option<PathBuf>) -> CliResult {
+    let dir = match dir.or_else(|| std::env::var_os("RKIF_DATA_DIR").map(PathBuf::from)) {
+        Some(d) => d,
+        None => rkif_core::session::default_benchmark_dir(),
+    };
+    let bench = Benchmark::open(&dir)?;
+    print!("{bench}");
+    Ok(())
+}
+
+fn base_model(out: &Path) -> CliResult {
+    let recipe = rkif_core::model::embedded::Recipe::default();
+    let started = Instant::now();
+    let loss = rkif_core::model::embedded::build(&recipe, out, |step, loss| {
+        eprintln!("step {step:5}  loss {loss:.4}");
+    })?;
+    println!(
+        "wrote {} (final loss {loss:.4}, {:.0}s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

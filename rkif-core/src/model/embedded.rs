@@ -59,11 +59,11 @@ impl Default for Recipe {
             layers: 3,
             heads: 4,
             kv_heads: 2,
-            steps: 1200,
-            batch: 32,
+            steps: 800,
+            batch: 16,
             lr: 3e-3,
             warmup: 100,
-            documents: 20_000,
+            documents: 8_000,
         }
     }
 }
@@ -218,8 +218,8 @@ fn corpus_ids(r: &Recipe, tok: &Tokenizer) -> Result<Vec<Vec<u32>>> {
     let mut docs = Vec::with_capacity(r.documents);
     for (k, chunk) in sentences.chunks(3).enumerate() {
         let [a, b, c] = chunk else { break };
-        // One document in five in the prompt template; the rest plain text.
-        let text = if k % 5 == 0 {
+        // One document in ten in the prompt template; the rest plain text.
+        let text = if k % 10 == 0 {
             format!("{}{c}", alpaca_prompt(a, b))
         } else {
             format!("{a} {b} {c}")

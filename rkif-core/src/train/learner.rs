@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::{clipped_step, AdamW, AdamWConfig, GradAccumulator, Gradients, LinearWarmupSchedule};
+use super::{AdamW, AdamWConfig, GradAccumulator, Gradients, LinearWarmupSchedule};
 use crate::config::OptimConfig;
 use crate::data::Example;
 use crate::model::backbone::{Lengths, Model};
@@ -31,6 +31,9 @@ pub struct Learner {
     schedule: LinearWarmupSchedule,
     optim: OptimConfig,
     lengths: Lengths,
+    /// Scheduled (new-task) steps taken in the current task. Outer steps share the
+    /// optimiser but not the schedule: they run at the current rate without advancing it.
+    task_steps: u64,
 }
 
 impl Learner {
@@ -38,7 +41,9 @@ impl Learner {
     pub fn new(model: Model, optim: &OptimConfig, lengths: Lengths) -> Result<Self> {
         let params = model.lora_params();
         if params.is_empty() {
-            return Err(Error::Model("the model has no LoRA adapter to train".into()));
+            return Err(Error::Model(
+                "the model has no LoRA adapter to train".into(),
+            ));
         }
         let opt = AdamW::new(&params, adamw_config(optim))?;
         let schedule = LinearWarmupSchedule::new(optim.lr, optim.warmup_steps as u64, 1)?;
@@ -49,11 +54,18 @@ impl Learner {
             schedule,
             optim: optim.clone(),
             lengths,
+            task_steps: 0,
         })
     }
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The model, mutable (loading an adapter into it keeps the learner's tensors, which
+    /// are the same variables).
+    pub(crate) fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
     }
 
     /// The trainable tensors, A then B per adapted layer, in module order.
@@ -87,6 +99,7 @@ impl Learner {
             self.optim.warmup_steps as u64,
             total_steps.max(1) as u64,
         )?;
+        self.task_steps = 0;
         Ok(())
     }
 
@@ -117,21 +130,37 @@ impl Learner {
         Ok((loss_sum / n as f64, acc.mean()?))
     }
 
-    /// One optimiser step on `examples` at the scheduled learning rate. Returns the step
-    /// record and the (clipped) gradients the step used, for the importance trackers.
+    /// The learning rate the schedule gives now.
+    pub fn current_lr(&self) -> f64 {
+        self.schedule.lr(self.task_steps)
+    }
+
+    /// Scheduled steps taken in this task.
+    pub fn task_steps(&self) -> u64 {
+        self.task_steps
+    }
+
+    /// One optimiser step on `examples` at the scheduled learning rate, advancing the
+    /// schedule. Returns the step record and the (clipped) gradients the step used, for the
+    /// importance trackers.
     pub fn step(&mut self, examples: &[&Example]) -> Result<(StepRecord, Gradients)> {
+        let out = self.shared_step(examples)?;
+        self.task_steps += 1;
+        Ok(out)
+    }
+
+    /// A step with the task's optimiser (shared moments) at the current rate, without
+    /// advancing the schedule: the reference's outer step on T5.
+    pub fn shared_step(&mut self, examples: &[&Example]) -> Result<(StepRecord, Gradients)> {
         let (loss, mut grads) = self.gradients(examples)?;
-        let stats = clipped_step(
-            &mut self.opt,
-            &self.schedule,
-            &mut grads,
-            Some(self.optim.max_grad_norm),
-        )?;
+        let grad_norm = grads.clip_global_norm(self.optim.max_grad_norm)?;
+        let lr = self.current_lr();
+        self.opt.step(&grads, lr)?;
         Ok((
             StepRecord {
                 loss,
-                lr: stats.lr,
-                grad_norm: stats.grad_norm,
+                lr,
+                grad_norm,
             },
             grads,
         ))
@@ -169,7 +198,8 @@ impl Learner {
         for chunk in examples.chunks(batch.max(1)) {
             let b = self.model.train_batch(chunk, self.lengths)?;
             let loss = self.model.loss(&b, false)?.detach();
-            total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+            total +=
+                loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
             n += chunk.len();
         }
         if n == 0 {
