@@ -73,9 +73,7 @@ impl Default for Recipe {
 /// punctuation apart). Encoding with special tokens prepends `<s>`.
 pub fn tokenizer() -> Result<Tokenizer> {
     let mut pieces: Vec<String> = Vec::new();
-    let texts = synthetic::vocabulary()
-        .into_iter()
-        .chain(template_words().into_iter());
+    let texts = synthetic::vocabulary().into_iter().chain(template_words());
     for word in texts {
         for piece in split_pieces(&word) {
             pieces.push(piece);
