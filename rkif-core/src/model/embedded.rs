@@ -59,7 +59,7 @@ impl Default for Recipe {
             layers: 3,
             heads: 4,
             kv_heads: 2,
-            steps: 800,
+            steps: 300,
             batch: 16,
             lr: 3e-3,
             warmup: 100,
