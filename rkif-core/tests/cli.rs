@@ -60,8 +60,10 @@ max_new_tokens = 2
 val_every = 2
 [data]
 max_train_per_task = 48
+dir = "{}"
 "#,
-        model.display()
+        model.display(),
+        rkif_core::session::default_benchmark_dir().display()
     );
     let path = dir.join("run.toml");
     std::fs::write(&path, text).expect("config");

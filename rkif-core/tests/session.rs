@@ -40,6 +40,8 @@ fn config(method: Method) -> RunConfig {
         path: tiny_model().to_path_buf(),
     };
     c.model.lora.rank = 4;
+    // Explicit, so that an RKIF_DATA_DIR in the environment does not change the test.
+    c.data.dir = Some(rkif_core::session::default_benchmark_dir());
     c.data.max_train_per_task = Some(24);
     c.optim.micro_batch = 4;
     c.optim.grad_accum = 2;
