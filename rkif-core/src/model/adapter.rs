@@ -18,8 +18,9 @@ use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
 use super::lora::LoraConfig;
-use super::tensor_file::{read_safetensors, write_atomically, write_safetensors};
+use super::tensor_file::{read_safetensors, write_safetensors};
 use super::{LoraFactor, LoraModel};
+use crate::report::write_atomic;
 use crate::{Error, Result};
 
 /// File name of the adapter tensors inside an adapter folder.
@@ -328,7 +329,7 @@ pub fn save_adapter<M: LoraModel + ?Sized>(
     let config_path = dir.join(ADAPTER_CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config.to_peft_json())
         .map_err(|e| Error::format(&config_path, e.to_string()))?;
-    write_atomically(&config_path, text.as_bytes())
+    write_atomic(&config_path, text.as_bytes())
 }
 
 /// An adapter as read from disk: its configuration and its tensors by file key.

@@ -20,10 +20,11 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::backbone::IGNORE_INDEX;
 use super::llama::{Llama, LlamaConfig};
-use super::tensor_file::{write_atomically, write_safetensors};
+use super::tensor_file::write_safetensors;
 use super::{SharedRng, Weights};
 use crate::data::prompt::alpaca_prompt;
 use crate::data::synthetic;
+use crate::report::write_atomic;
 use crate::train::{clipped_step, AdamW, AdamWConfig, Gradients, LinearWarmupSchedule};
 use crate::{Error, Result};
 
@@ -299,11 +300,11 @@ pub fn build(recipe: &Recipe, out: &Path, mut progress: impl FnMut(usize, f32)) 
     write_safetensors(&out.join("model.safetensors"), &tensors, meta)?;
     let config_text = serde_json::to_string_pretty(&config)
         .map_err(|e| Error::Model(format!("config.json: {e}")))?;
-    write_atomically(&out.join("config.json"), config_text.as_bytes())?;
+    write_atomic(&out.join("config.json"), config_text.as_bytes())?;
     let tok_text = tok
         .to_string(true)
         .map_err(|e| Error::Model(format!("tokenizer.json: {e}")))?;
-    write_atomically(&out.join("tokenizer.json"), tok_text.as_bytes())?;
+    write_atomic(&out.join("tokenizer.json"), tok_text.as_bytes())?;
     Ok(last)
 }
 

@@ -4,43 +4,13 @@
 //! files and the optimiser checkpoint.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
+use crate::report::write_atomic;
 use crate::{Error, Result};
 
-/// Write `bytes` to `path` through a temporary file in the same folder and a rename, so that
-/// readers see either the old file or the complete new one.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::format(path, "not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    // Process id and a counter: concurrent writers never share a temporary file.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// A tensor's raw little-endian bytes, ready for safetensors.
 struct RawTensor {
     dtype: safetensors::Dtype,
     shape: Vec<usize>,
@@ -152,7 +122,7 @@ pub(crate) fn write_safetensors(
     }
     let bytes = safetensors::serialize(raw.iter().map(|(n, r)| (*n, r)), Some(metadata))
         .map_err(|e| Error::format(path, format!("cannot encode safetensors: {e}")))?;
-    write_atomically(path, &bytes)
+    write_atomic(path, &bytes)
 }
 
 /// Read a safetensors file: its tensors (on `device`) and its header metadata.
@@ -194,8 +164,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rkif-atomic-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("f.txt");
-        write_atomically(&path, b"one")?;
-        write_atomically(&path, b"two")?;
+        write_atomic(&path, b"one")?;
+        write_atomic(&path, b"two")?;
         assert_eq!(
             std::fs::read(&path).map_err(|e| Error::io(&path, e))?,
             b"two"
