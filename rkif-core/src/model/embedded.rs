@@ -60,7 +60,7 @@ impl Default for Recipe {
             layers: 3,
             heads: 4,
             kv_heads: 2,
-            steps: 1500,
+            steps: 300,
             batch: 16,
             lr: 3e-3,
             warmup: 100,
@@ -217,13 +217,11 @@ fn corpus_ids(r: &Recipe, tok: &Tokenizer) -> Result<Vec<Vec<u32>>> {
     let mut docs = Vec::with_capacity(r.documents);
     for (k, chunk) in sentences.chunks(3).enumerate() {
         let [a, b, c] = chunk else { break };
-        // One document in ten in the prompt template; three in ten repeat their first
-        // sentence, which rewards looking back (attention) rather than only at the last
-        // word; the rest plain text.
-        let text = match k % 10 {
-            0 => format!("{}{c}", alpaca_prompt(a, b)),
-            1..=3 => format!("{a} {b} {a}"),
-            _ => format!("{a} {b} {c}"),
+        // One document in ten in the prompt template; the rest plain text.
+        let text = if k % 10 == 0 {
+            format!("{}{c}", alpaca_prompt(a, b))
+        } else {
+            format!("{a} {b} {c}")
         };
         let enc = tok
             .encode(text.as_str(), true)
