@@ -39,3 +39,30 @@ fn opens_through_the_benchmark_loader_with_its_orders() -> rkif_core::Result<()>
     }
     Ok(())
 }
+
+/// The embedded base model's recipe rebuilds the committed weights bit for bit (f32 on the
+/// CPU; the same kernels are used whatever the thread count).
+#[test]
+fn base_model_recipe_reproduces_the_committed_files() -> rkif_core::Result<()> {
+    use sha2::{Digest, Sha256};
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/base-model");
+    let tmp = tempfile::tempdir().map_err(|e| rkif_core::Error::io("tempdir", e))?;
+    rkif_core::model::embedded::build(
+        &rkif_core::model::embedded::Recipe::default(),
+        tmp.path(),
+        |_, _| {},
+    )?;
+    for file in ["model.safetensors", "config.json", "tokenizer.json"] {
+        let hash = |dir: &std::path::Path| -> rkif_core::Result<String> {
+            let bytes =
+                std::fs::read(dir.join(file)).map_err(|e| rkif_core::Error::io(dir.join(file), e))?;
+            Ok(format!("{:x}", Sha256::digest(&bytes)))
+        };
+        assert_eq!(
+            hash(tmp.path())?,
+            hash(&committed)?,
+            "{file} differs: rebuild with `rkif base-model --out data/base-model`"
+        );
+    }
+    Ok(())
+}
