@@ -21,3 +21,4 @@ cargo build -p rkif-core --no-default-features --target wasm32-unknown-unknown
 step "tests"
 # Benches are built by clippy above and run with `cargo bench`; here only their correctness matters.
 cargo test --workspace --lib --bins --tests --examples
+cargo test --workspace --doc
