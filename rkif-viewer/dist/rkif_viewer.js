@@ -169,7 +169,7 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         },
-        __wbg_newPlot_71b511ad32a6301e: function() { return handleError(function (arg0, arg1, arg2, arg3) {
+        __wbg_newPlot_bd551667272c42b8: function() { return handleError(function (arg0, arg1, arg2, arg3) {
             const ret = Plotly.newPlot(arg0, arg1, arg2, arg3);
             return ret;
         }, arguments); },

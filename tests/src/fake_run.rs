@@ -158,7 +158,7 @@ impl FakeRun {
                     grad_norm: 1.0 + progress,
                 }))?;
                 if task > 0 && step % self.steps_per_round == 0 {
-                    log.append(&Event::Round(self.round(task, step)))?;
+                    log.append(&self.round(task, step))?;
                 }
                 if step % (2 * self.steps_per_round) == 0 {
                     log.append(&Event::ValLoss(ValLoss {
