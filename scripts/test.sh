@@ -20,3 +20,6 @@ cargo build -p rkif-core --no-default-features --target wasm32-unknown-unknown
 
 step "tests"
 cargo test --workspace --all-targets
+
+step "viewer unit tests in headless Chromium (wasm-bindgen-test)"
+scripts/viewer-test.sh

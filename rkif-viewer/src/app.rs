@@ -192,7 +192,7 @@ fn render_run(view: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
                 .into_iter()
                 .map(|(label, value)| vec![label.to_owned(), value])
                 .collect();
-            add_table(&summary, "summary-table", &["", ""], &rows)?;
+            add_table(&summary, "summary-table", &["field", "value"], &rows)?;
         }
         None => unavailable(
             &summary,

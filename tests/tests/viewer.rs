@@ -184,6 +184,48 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A zip (stored entries, no compression) of every file under `folder`, with paths under
+/// `folder`'s name, as `zip -r -0` makes one.
+fn zip_folder(folder: &Path) -> Vec<u8> {
+    let top = folder.file_name().unwrap().to_string_lossy().into_owned();
+    let mut files = Vec::new();
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let name = format!("{top}/{}", path.strip_prefix(folder).unwrap().display());
+                files.push((name, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let (mut out, mut directory) = (Vec::new(), Vec::new());
+    for (name, data) in &files {
+        let offset = out.len() as u32;
+        let (size, len) = ((data.len() as u32).to_le_bytes(), (name.len() as u16).to_le_bytes());
+        // Local header: version 20, no flags, method 0 (stored), zero time and CRC.
+        out.extend(0x0403_4b50u32.to_le_bytes());
+        out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend(size.iter().chain(&size).chain(&len).chain(&[0, 0]));
+        out.extend(name.as_bytes());
+        out.extend(data);
+        directory.extend(0x0201_4b50u32.to_le_bytes());
+        directory.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        directory.extend(size.iter().chain(&size).chain(&len).chain(&[0; 12]));
+        directory.extend(offset.to_le_bytes());
+        directory.extend(name.as_bytes());
+    }
+    let (at, len, count) = (out.len() as u32, directory.len() as u32, files.len() as u16);
+    out.extend(directory);
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0, 0, 0, 0]);
+    out.extend(count.to_le_bytes().iter().chain(&count.to_le_bytes()));
+    out.extend(len.to_le_bytes().iter().chain(&at.to_le_bytes()).chain(&[0, 0]));
+    out
+}
+
 #[test]
 fn report_site_renders_in_headless_chromium() {
     let Some(script) = browser_ready() else {
@@ -207,10 +249,13 @@ fn report_site_renders_in_headless_chromium() {
         .map(|f| runs[1].join(f))
         .chain([runs[1].join("importance/task-001-end.json")])
         .collect();
+    let zip = tmp.path().join("a.zip");
+    fs::write(&zip, zip_folder(&runs[0])).unwrap();
     let output = Command::new("node")
         .arg(&script)
         .arg(&server.url)
         .arg(&shots)
+        .arg(&zip)
         .args(&dropped)
         .output()
         .unwrap();
@@ -390,6 +435,13 @@ fn report_site_renders_in_headless_chromium() {
         expected_metric_values(&metrics_b)
     );
     assert_eq!(strings(&dropped["snapshots"]), ["1 amazon"]);
+
+    // A dropped zip of a run folder: the whole run, snapshots included.
+    let zipped = &seen["zipped"];
+    assert_eq!(zipped["selected"], "kif-order1");
+    assert_eq!(shown_metric_values(&zipped["metrics"]), expected_metric_values(&metrics_a));
+    assert_eq!(strings(&zipped["snapshots"]).len(), 4);
+    assert_eq!(zipped["problems"], Value::Array(vec![]));
 
     for name in [
         "summary",

@@ -1,10 +1,10 @@
 // Drives the report site in headless Chromium and prints what it saw as one JSON object;
 // tests/tests/viewer.rs serves the site, runs this, and asserts on the JSON.
 //
-// usage: node e2e.mjs <site url> <screenshot dir> [<dropped file> ...]
+// usage: node e2e.mjs <site url> <screenshot dir> <run zip> [<dropped file> ...]
 import { chromium } from 'playwright-core';
 
-const [site, shots, ...dropped] = process.argv.slice(2);
+const [site, shots, zip, ...dropped] = process.argv.slice(2);
 const origin = new URL(site).origin;
 const seen = { requests_elsewhere: [], console_errors: [], views: {} };
 
@@ -129,6 +129,22 @@ try {
     };
     await page.screenshot({ path: `${shots}/dropped.png`, fullPage: true });
   }
+
+  // A zip of a run folder, on a fresh page.
+  await page.goto(site);
+  await ready();
+  const listed = (await texts('#runs button')).length;
+  await page.setInputFiles('#file-input', [zip]);
+  await page.waitForFunction((n) => document.querySelectorAll('#runs button').length > n, listed);
+  await page.waitForSelector('#matrix-plot .main-svg');
+  await page.waitForSelector('#importance-plot[data-step]');
+  seen.zipped = {
+    selected: await page.textContent('#runs button.selected'),
+    metrics: await tableRows('#metric-table'),
+    problems: (await texts('#problems li')).filter((p) => !p.startsWith('runs/malformed/')),
+    snapshots: await texts('#importance-task option'),
+  };
+  await shot('#view-importance', 'zipped');
 } finally {
   clearTimeout(deadline);
   await browser.close();

@@ -289,8 +289,8 @@ pub fn accuracy_heatmap(metrics: &MetricsFile) -> Figure {
     Figure {
         data: vec![matrix_trace(metrics, "", true)],
         layout: json!({
-            "title": { "text": "Accuracy matrix a[j][i] (%)" },
-            "xaxis": { "title": { "text": "evaluated task i" }, "side": "top" },
+            "title": { "text": "Accuracy matrix a[j][i] (%): columns i = evaluated task", "y": 0.98 },
+            "xaxis": { "side": "top" },
             "yaxis": { "title": { "text": "after training task j" }, "autorange": "reversed" },
             "margin": { "l": 160, "t": 90 },
         }),
