@@ -379,7 +379,7 @@ fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValu
         on_task_show();
     })?;
     let on_round = show.clone();
-    on(&slider, "input", move || on_round())?;
+    on(&slider, "input", on_round)?;
     let first = show;
     first();
     Ok(())

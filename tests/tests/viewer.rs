@@ -204,7 +204,10 @@ fn zip_folder(folder: &Path) -> Vec<u8> {
     let (mut out, mut directory) = (Vec::new(), Vec::new());
     for (name, data) in &files {
         let offset = out.len() as u32;
-        let (size, len) = ((data.len() as u32).to_le_bytes(), (name.len() as u16).to_le_bytes());
+        let (size, len) = (
+            (data.len() as u32).to_le_bytes(),
+            (name.len() as u16).to_le_bytes(),
+        );
         // Local header: version 20, no flags, method 0 (stored), zero time and CRC.
         out.extend(0x0403_4b50u32.to_le_bytes());
         out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -222,7 +225,12 @@ fn zip_folder(folder: &Path) -> Vec<u8> {
     out.extend(0x0605_4b50u32.to_le_bytes());
     out.extend([0, 0, 0, 0]);
     out.extend(count.to_le_bytes().iter().chain(&count.to_le_bytes()));
-    out.extend(len.to_le_bytes().iter().chain(&at.to_le_bytes()).chain(&[0, 0]));
+    out.extend(
+        len.to_le_bytes()
+            .iter()
+            .chain(&at.to_le_bytes())
+            .chain(&[0, 0]),
+    );
     out
 }
 
@@ -439,7 +447,10 @@ fn report_site_renders_in_headless_chromium() {
     // A dropped zip of a run folder: the whole run, snapshots included.
     let zipped = &seen["zipped"];
     assert_eq!(zipped["selected"], "kif-order1");
-    assert_eq!(shown_metric_values(&zipped["metrics"]), expected_metric_values(&metrics_a));
+    assert_eq!(
+        shown_metric_values(&zipped["metrics"]),
+        expected_metric_values(&metrics_a)
+    );
     assert_eq!(strings(&zipped["snapshots"]).len(), 4);
     assert_eq!(zipped["problems"], Value::Array(vec![]));
 

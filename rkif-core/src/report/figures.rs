@@ -15,7 +15,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::report::events::{Event, EventLog};
+use crate::report::events::{Event, EventLog, FusionShares};
 use crate::report::importance::{ImportanceMap, ImportanceSnapshot, LoraFactor, ScoreKind};
 use crate::report::manifest::Manifest;
 use crate::report::metrics_file::MetricsFile;
@@ -530,6 +530,9 @@ fn global_step(offsets: &[usize], task: usize, step: usize) -> usize {
     offsets.get(task).copied().unwrap_or(0) + step
 }
 
+/// Reads one fusion case's share.
+type ShareOf = fn(&FusionShares) -> f64;
+
 /// The share of LoRA elements in each fusion case per round (stacked), and the inner/outer
 /// mask overlap (Jaccard) on a second axis. x: the run-wide step at which the round fused.
 pub fn fusion_shares(events: &EventLog) -> Figure {
@@ -550,7 +553,7 @@ pub fn fusion_shares(events: &EventLog) -> Figure {
         .iter()
         .map(|r| format!("task {} round {} (step {})", r.task, r.round, r.step))
         .collect();
-    let cases: [(&str, fn(&crate::report::events::FusionShares) -> f64); 4] = [
+    let cases: [(&str, ShareOf); 4] = [
         ("inner only (keep new-task update)", |s| s.inner_only),
         ("outer only (keep replay update)", |s| s.outer_only),
         ("both (merge 0.4/0.6)", |s| s.both),
@@ -633,7 +636,7 @@ pub fn training_curves(events: &EventLog) -> Figure {
 mod tests {
     use super::*;
     use crate::eval::{AccuracyMatrix, TaskAccuracy};
-    use crate::report::events::{FusionShares, RoundEvent, RoundTimings, StepEvent, ValLoss};
+    use crate::report::events::{RoundEvent, RoundTimings, StepEvent, ValLoss};
     use crate::report::importance::{downsample_mean, ModuleImportance, ScoreSummary};
 
     fn metrics() -> MetricsFile {
