@@ -13,8 +13,9 @@ const server = createServer(async (req, res) => {
   const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^\/+/, '');
   if (path.startsWith('..')) { res.writeHead(403).end(); return; }
   try {
-    const body = await readFile(join(root, path || 'index.html'));
-    res.writeHead(200, { 'content-type': types[extname(path || '.html')] || 'application/octet-stream' }).end(body);
+    const file = join(root, path || 'index.html');
+    const body = await readFile(file);
+    res.writeHead(200, { 'content-type': types[extname(file)] || 'application/octet-stream' }).end(body);
   } catch { res.writeHead(404).end(); }
 });
 await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
@@ -34,7 +35,13 @@ try {
     await page.waitForSelector('#matrix-plot .main-svg');
     await page.waitForSelector('#curves-plot .main-svg');
     times.push(Date.now() - start);
-    if (i === 0) console.log('status:', await page.textContent('#status'));
+    if (i === 0) {
+      console.log('status:', await page.textContent('#status'));
+      console.log('page clock at ready (ms):', Math.round(await page.evaluate(() => performance.now())));
+      console.log('slowest fetches (ms):', JSON.stringify(await page.evaluate(() => performance
+        .getEntriesByType('resource').map((r) => [r.name.split('/').slice(-2).join('/'), Math.round(r.responseEnd - r.startTime)])
+        .sort((a, b) => b[1] - a[1]).slice(0, 5))));
+    }
     await page.close();
   }
 } finally {

@@ -586,7 +586,27 @@ pub fn fusion_shares(events: &EventLog) -> Figure {
     }
 }
 
-/// Training loss per step, validation loss where measured, and the learning rate (second
+/// Most points a training curve draws; longer runs are averaged over bins of steps.
+pub const MAX_CURVE_POINTS: usize = 2000;
+
+/// Means of consecutive chunks of `bin` values (the last chunk may be shorter).
+fn bin_mean(values: &[f64], bin: usize) -> Vec<f64> {
+    values
+        .chunks(bin)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect()
+}
+
+/// The last value of each chunk of `bin` values (a bin is placed at its last step).
+fn bin_last(values: &[usize], bin: usize) -> Vec<usize> {
+    values
+        .chunks(bin)
+        .filter_map(|c| c.last().copied())
+        .collect()
+}
+
+/// Training loss per step (averaged over bins of steps beyond [`MAX_CURVE_POINTS`] steps),
+/// validation loss where measured, and the learning rate (second
 /// axis), on the run-wide step axis; dotted lines mark task boundaries.
 pub fn training_curves(events: &EventLog) -> Figure {
     let offsets = step_offsets(events);
@@ -606,6 +626,13 @@ pub fn training_curves(events: &EventLog) -> Figure {
             _ => {}
         }
     }
+    // Thousands of SVG points make the page slow to draw and no easier to read.
+    let bin = sx.len().div_ceil(MAX_CURVE_POINTS).max(1);
+    let (sx, loss, lr) = (bin_last(&sx, bin), bin_mean(&loss, bin), bin_mean(&lr, bin));
+    let title = match bin {
+        1 => "Training curves".to_owned(),
+        n => format!("Training curves (loss and learning rate: means over {n} steps)"),
+    };
     let shapes: Vec<Value> = offsets
         .iter()
         .skip(1)
@@ -622,7 +649,7 @@ pub fn training_curves(events: &EventLog) -> Figure {
                     "line": { "dash": "dash" } }),
         ],
         layout: json!({
-            "title": { "text": "Training curves" },
+            "title": { "text": title },
             "xaxis": { "title": { "text": "step (run-wide)" } },
             "yaxis": { "title": { "text": "loss" } },
             "yaxis2": { "title": { "text": "learning rate" }, "overlaying": "y", "side": "right", "exponentformat": "e" },
@@ -806,6 +833,33 @@ mod tests {
             ],
             truncated_lines: 0,
         }
+    }
+
+    #[test]
+    fn long_curves_are_binned_by_mean() {
+        let events = (1..=2 * MAX_CURVE_POINTS + 2)
+            .map(|step| {
+                Event::Step(StepEvent {
+                    task: 0,
+                    step,
+                    loss: step as f64,
+                    lr: 1.0,
+                    grad_norm: 1.0,
+                })
+            })
+            .collect();
+        let log = EventLog {
+            header: None,
+            events,
+            truncated_lines: 0,
+        };
+        let curves = training_curves(&log);
+        // 4002 steps in bins of 3: 1334 points, the first the mean of steps 1..=3.
+        let x = curves.data[0]["x"].as_array().unwrap();
+        assert_eq!(x.len(), 1334);
+        assert_eq!(x[0], json!(3));
+        assert_eq!(curves.data[0]["y"][0], json!(2.0));
+        assert_eq!(curves.data[0]["y"][1333], json!(4001.0));
     }
 
     #[test]
