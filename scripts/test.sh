@@ -22,3 +22,6 @@ step "tests"
 # Benches are built by clippy above and run with `cargo bench`; here only their correctness matters.
 cargo test --workspace --lib --bins --tests --examples
 cargo test --workspace --doc
+
+step "viewer unit tests in headless Chromium (wasm-bindgen-test)"
+scripts/viewer-test.sh

@@ -35,6 +35,8 @@ pub enum Event {
     Round(RoundEvent),
     /// A step that was skipped (the user's skip policy for non-finite values).
     SkippedStep(SkippedStep),
+    /// Validation loss measured during training (model selection).
+    ValLoss(ValLoss),
     /// Evaluation after training a task: one row of the accuracy matrix.
     Eval(EvalEvent),
     /// Training of a task ends.
@@ -133,6 +135,19 @@ pub struct SkippedStep {
     pub grad_norm: Option<f64>,
 }
 
+/// Validation loss on the held-out examples of the tasks seen so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValLoss {
+    /// Task index being trained.
+    pub task: usize,
+    /// Optimiser step within the task at which the loss was measured.
+    pub step: usize,
+    /// Mean validation loss (finite).
+    pub loss: f64,
+    /// Validation examples the mean is over.
+    pub examples: usize,
+}
+
 /// Evaluation after training task `after_task`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalEvent {
@@ -182,6 +197,7 @@ impl Event {
             ],
             // Options: a non-finite value is written as null on purpose.
             Event::SkippedStep(_) => vec![],
+            Event::ValLoss(v) => vec![("loss", finite(v.loss))],
             Event::Eval(e) => vec![
                 ("accuracy", e.accuracy.iter().all(|a| a.is_none_or(finite))),
                 ("seconds", finite(e.seconds)),
@@ -198,6 +214,7 @@ impl Event {
             Event::Step(_) => "step",
             Event::Round(_) => "round",
             Event::SkippedStep(_) => "skipped_step",
+            Event::ValLoss(_) => "val_loss",
             Event::Eval(_) => "eval",
             Event::TaskEnd(_) => "task_end",
         }

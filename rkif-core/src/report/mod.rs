@@ -7,6 +7,8 @@
 //! - [`events`]: `events.jsonl`, per-step and per-round training events.
 //! - [`importance`]: `importance/*.json`, score summaries and down-sampled maps.
 //! - [`schema`]: versioning and the checks made on load.
+//! - [`figures`]: plotly figures of a run, shared by the viewer and notebooks.
+//! - [`site`]: the static report folder (`rkif report`), not on wasm.
 //! - [`atomic`]: crash-safe writes and JSON reading with errors that name the file.
 //!
 //! ```
@@ -31,16 +33,20 @@
 
 pub mod atomic;
 pub mod events;
+pub mod figures;
 pub mod importance;
 pub mod manifest;
 pub mod metrics_file;
 pub mod run_dir;
 pub mod schema;
+#[cfg(not(target_family = "wasm"))]
+pub mod site;
 
 pub use atomic::{parse_json, read_json, write_atomic, write_json};
 pub use events::{
     parse_events, read_events, EvalEvent, Event, EventLog, EventWriter, FusionShares, LogHeader,
-    RoundEvent, RoundTimings, SkippedStep, StepEvent, TaskEnd, TaskStart, EVENTS_SCHEMA_VERSION,
+    RoundEvent, RoundTimings, SkippedStep, StepEvent, TaskEnd, TaskStart, ValLoss,
+    EVENTS_SCHEMA_VERSION,
 };
 pub use importance::{
     downsample_mean, ElementGrid, ImportanceMap, ImportanceSnapshot, LoraFactor, ModuleImportance,

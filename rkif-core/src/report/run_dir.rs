@@ -211,7 +211,7 @@ impl RunDir {
 }
 
 /// `task-000-round-0008.json` -> `(0, Some(8))`, `task-000-end.json` -> `(0, None)`.
-fn parse_importance_name(name: &str) -> Option<(usize, Option<usize>)> {
+pub fn parse_importance_name(name: &str) -> Option<(usize, Option<usize>)> {
     let stem = name.strip_prefix("task-")?.strip_suffix(".json")?;
     let (task, rest) = stem.split_once('-')?;
     let task = task.parse().ok()?;

@@ -1,0 +1,121 @@
+//! Small DOM helpers. Text always goes in through `textContent`, never `innerHTML`: run files
+//! are untrusted and a task name like `<img onerror=...>` must show as those characters.
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{Document, Element};
+
+use rkif_core::report::figures::Figure;
+
+/// The page's document.
+pub fn document() -> Result<Document, JsValue> {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| JsValue::from_str("no document (not running in a page)"))
+}
+
+/// A new `<tag class="class">`.
+pub fn element(doc: &Document, tag: &str, class: &str) -> Result<Element, JsValue> {
+    let e = doc.create_element(tag)?;
+    if !class.is_empty() {
+        e.set_class_name(class);
+    }
+    Ok(e)
+}
+
+/// A new `<tag class="class">` holding `text` as text.
+pub fn text(doc: &Document, tag: &str, class: &str, text: &str) -> Result<Element, JsValue> {
+    let e = element(doc, tag, class)?;
+    e.set_text_content(Some(text));
+    Ok(e)
+}
+
+/// Appends a new `<tag>` with `text` to `parent`; returns it.
+pub fn add_text(
+    parent: &Element,
+    tag: &str,
+    class: &str,
+    content: &str,
+) -> Result<Element, JsValue> {
+    let doc = document()?;
+    let e = text(&doc, tag, class, content)?;
+    parent.append_child(&e)?;
+    Ok(e)
+}
+
+/// Appends a new empty `<tag id="id">` to `parent`; returns it.
+pub fn add_with_id(parent: &Element, tag: &str, id: &str, class: &str) -> Result<Element, JsValue> {
+    let doc = document()?;
+    let e = element(&doc, tag, class)?;
+    e.set_id(id);
+    parent.append_child(&e)?;
+    Ok(e)
+}
+
+/// The element with `id`.
+pub fn by_id(id: &str) -> Result<Element, JsValue> {
+    document()?
+        .get_element_by_id(id)
+        .ok_or_else(|| JsValue::from_str(&format!("the page has no #{id}")))
+}
+
+/// Removes every child of `e`.
+pub fn clear(e: &Element) {
+    e.set_text_content(None);
+}
+
+/// A table with `header` and text `rows` appended to `parent`; returns it.
+pub fn add_table(
+    parent: &Element,
+    id: &str,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> Result<Element, JsValue> {
+    let table = add_with_id(parent, "table", id, "")?;
+    let head = add_with_id(&table, "thead", "", "")?;
+    let tr = add_with_id(&head, "tr", "", "")?;
+    for h in header {
+        add_text(&tr, "th", "", h)?;
+    }
+    let body = add_with_id(&table, "tbody", "", "")?;
+    for row in rows {
+        let tr = add_with_id(&body, "tr", "", "")?;
+        for cell in row {
+            add_text(&tr, "td", "", cell)?;
+        }
+    }
+    Ok(table)
+}
+
+/// Calls `handler` on every `event` of `target`. The closure lives as long as the page (the
+/// elements it serves are few and replaced only on a reload or a run switch).
+pub fn on(target: &Element, event: &str, handler: impl FnMut() + 'static) -> Result<(), JsValue> {
+    let mut handler = handler;
+    let closure = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| handler());
+    target.add_event_listener_with_callback(event, closure.as_ref().unchecked_ref())?;
+    closure.forget();
+    Ok(())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = Plotly, js_name = newPlot, catch)]
+    fn new_plot(
+        div: &Element,
+        data: &JsValue,
+        layout: &JsValue,
+        config: &JsValue,
+    ) -> Result<JsValue, JsValue>;
+}
+
+/// Draws `figure` into `div` with plotly.js (loaded by the page from its own folder).
+pub fn plot(div: &Element, figure: &Figure) -> Result<(), JsValue> {
+    let to_js = |value: &serde_json::Value| -> Result<JsValue, JsValue> {
+        let text = serde_json::to_string(value).map_err(|e| JsValue::from_str(&e.to_string()))?;
+        js_sys::JSON::parse(&text)
+    };
+    let data = to_js(&serde_json::Value::Array(figure.data.clone()))?;
+    let layout = to_js(&figure.layout)?;
+    let config = to_js(&serde_json::json!({ "displaylogo": false, "responsive": true }))?;
+    new_plot(div, &data, &layout, &config).map(|_| ())
+}

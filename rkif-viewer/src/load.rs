@@ -1,0 +1,194 @@
+//! Where runs come from: the report folder's `runs/index.json`, a `?run=<url>`, or files and
+//! zips dropped on the page. Only the URLs asked for are fetched.
+
+use std::collections::BTreeMap;
+
+use js_sys::Uint8Array;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::Response;
+
+use rkif_core::report::run_dir::{EVENTS_FILE, IMPORTANCE_DIR, MANIFEST_FILE, METRICS_FILE};
+
+use crate::run::{Fetched, RunData};
+use crate::zip::{read_zip, strip_common_folder};
+
+/// Where a run's files are read from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Over HTTP, relative to this folder URL (no trailing slash).
+    Http(String),
+    /// Already in memory (dropped files), by path relative to the run folder.
+    Memory(BTreeMap<String, Vec<u8>>),
+}
+
+impl Source {
+    /// The bytes of `path` (relative to the run folder).
+    pub async fn read(&self, path: &str) -> Fetched {
+        match self {
+            Source::Http(base) => fetch_bytes(&format!("{base}/{path}")).await,
+            Source::Memory(files) => files
+                .get(path)
+                .cloned()
+                .ok_or_else(|| "not among the dropped files".to_owned()),
+        }
+    }
+}
+
+/// A run and where to read more of it (importance snapshots load on demand).
+#[derive(Debug, Clone)]
+pub struct LoadedRun {
+    /// Its parsed artifacts and problems.
+    pub data: RunData,
+    /// Where its files are.
+    pub source: Source,
+}
+
+/// GETs `url`; a failed request or a non-2xx status is an error saying which.
+pub async fn fetch_bytes(url: &str) -> Fetched {
+    let window = web_sys::window().ok_or("no window")?;
+    let response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("request failed: {}", describe(&e)))?;
+    let response: Response = response
+        .dyn_into()
+        .map_err(|_| "not an HTTP response".to_owned())?;
+    if !response.ok() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let buffer = response.array_buffer().map_err(|e| describe(&e))?;
+    let buffer = JsFuture::from(buffer).await.map_err(|e| describe(&e))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// A JS error as text.
+pub fn describe(value: &JsValue) -> String {
+    value
+        .as_string()
+        .or_else(|| {
+            value
+                .dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// Reads the main artifacts of a run over HTTP; `files` lists its files when known (from
+/// the site index or `files.json`), which also names its importance snapshots.
+pub async fn load_http_run(origin: &str, base: &str, files: Option<Vec<String>>) -> LoadedRun {
+    let listed = files.clone();
+    let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
+    for name in [MANIFEST_FILE, METRICS_FILE, EVENTS_FILE] {
+        let present = listed.as_ref().is_none_or(|l| l.iter().any(|f| f == name));
+        if present {
+            fetched.insert(
+                name.to_owned(),
+                fetch_bytes(&format!("{base}/{name}")).await,
+            );
+        }
+    }
+    // Snapshots: listed only; their bytes are fetched when shown.
+    let prefix = format!("{IMPORTANCE_DIR}/");
+    for path in files.unwrap_or_default() {
+        if path.starts_with(&prefix) {
+            fetched.insert(path, Ok(Vec::new()));
+        }
+    }
+    LoadedRun {
+        data: RunData::parse(origin, &fetched),
+        source: Source::Http(base.to_owned()),
+    }
+}
+
+/// The runs listed in the report folder's `runs/index.json`. `Err` when there is no index
+/// (a page opened without a report) or it cannot be read.
+pub async fn load_site_runs() -> Result<Vec<LoadedRun>, String> {
+    let bytes = fetch_bytes("runs/index.json")
+        .await
+        .map_err(|e| format!("runs/index.json: {e}"))?;
+    let index: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("runs/index.json: not valid JSON: {e}"))?;
+    let runs = index
+        .get("runs")
+        .and_then(|r| r.as_array())
+        .ok_or("runs/index.json: no `runs` list")?;
+    let mut loaded = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let path = run
+            .get("path")
+            .and_then(|p| p.as_str())
+            .ok_or_else(|| format!("runs/index.json: runs[{i}] has no `path`"))?;
+        let files = run.get("files").and_then(|f| f.as_array()).map(|list| {
+            list.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        });
+        loaded.push(load_http_run(path, path, files).await);
+    }
+    Ok(loaded)
+}
+
+/// A run at `url` (`?run=<url>`): its `files.json` names its snapshots when present.
+pub async fn load_url_run(url: &str) -> LoadedRun {
+    let base = url.trim_end_matches('/');
+    let files = match fetch_bytes(&format!("{base}/files.json")).await {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                v.get("files").and_then(|f| f.as_array()).map(|list| {
+                    list.iter()
+                        .filter_map(|f| f.as_str().map(str::to_owned))
+                        .collect()
+                })
+            }),
+        Err(_) => None,
+    };
+    load_http_run(base, base, files).await
+}
+
+/// A run from dropped files: zips are unpacked (their common top folder removed), loose
+/// snapshot files (`task-000-end.json`) go under `importance/`. A zip that cannot be read is
+/// reported by name and the other files still load.
+pub fn load_dropped(files: Vec<(String, Vec<u8>)>) -> LoadedRun {
+    let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, bytes) in files {
+        if name.to_ascii_lowercase().ends_with(".zip") {
+            match read_zip(&name, &bytes) {
+                Ok(entries) => contents.extend(strip_common_folder(entries)),
+                Err(why) => problems.push(why),
+            }
+        } else if name.starts_with("task-") {
+            contents.insert(format!("{IMPORTANCE_DIR}/{name}"), bytes);
+        } else {
+            contents.insert(name, bytes);
+        }
+    }
+    let fetched: BTreeMap<String, Fetched> = contents
+        .iter()
+        .map(|(k, v)| (k.clone(), Ok(v.clone())))
+        .collect();
+    let mut data = RunData::parse("dropped files", &fetched);
+    problems.append(&mut data.problems);
+    data.problems = problems;
+    LoadedRun {
+        data,
+        source: Source::Memory(contents),
+    }
+}
+
+/// Reads a dropped file's bytes.
+pub async fn file_bytes(file: &web_sys::File) -> Result<Vec<u8>, String> {
+    let buffer = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| format!("{}: cannot read ({})", file.name(), describe(&e)))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `performance.now()`, for the load time the page reports.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    pub fn now_ms() -> f64;
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the browser viewer into rkif-viewer/dist/ (committed; embedded by
+# rkif_core::report::site). Run it after changing the viewer, the report/eval code or
+# Cargo.lock; tests/tests/viewer.rs fails while dist/ is stale.
+#
+# Needs: the wasm32-unknown-unknown target and wasm-bindgen-cli at the exact version of the
+# wasm-bindgen crate in Cargo.lock (scripts/viewer-setup.sh installs both), and npm (plotly.js,
+# fetched once and checked by hash; never a CDN at run time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+dist=rkif-viewer/dist
+target=${CARGO_TARGET_DIR:-$root/target}
+
+want=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')
+if [ "$want" != "$have" ]; then
+  echo "wasm-bindgen-cli $want needed (found: ${have:-none}); run scripts/viewer-setup.sh" >&2
+  exit 1
+fi
+
+# Reproducible: no absolute paths of this machine in the wasm.
+export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$root=/rkif --remap-path-prefix=$HOME/.cargo=/cargo"
+cargo build -p rkif-viewer --lib --release --target wasm32-unknown-unknown
+mkdir -p "$dist"
+wasm-bindgen --target web --no-typescript --out-dir "$dist" \
+  "$target/wasm32-unknown-unknown/release/rkif_viewer.wasm"
+cp rkif-viewer/static/index.html rkif-viewer/static/main.js rkif-viewer/static/style.css "$dist/"
+
+# plotly.js: the official "cartesian" partial bundle (heatmap, scatter, bar: every trace type
+# report::figures uses) from npm, pinned by version and hash. A third of the full bundle's
+# size (1.3 MB against 4.6 MB): parsing plotly.js is most of the page's start-up time.
+plotly_version=3.0.1
+plotly_sha256=27c5203ecba052de6447603696f39558f5d1961839ba7ab153639f66d3d0d569
+if ! echo "$plotly_sha256  $dist/plotly.min.js" | sha256sum -c --quiet 2>/dev/null; then
+  scratch=$(mktemp -d)
+  (cd "$scratch" && npm pack --silent "plotly.js-cartesian-dist-min@$plotly_version" >/dev/null \
+    && tar -xzf plotly.js-cartesian-dist-min-$plotly_version.tgz)
+  cp "$scratch/package/plotly-cartesian.min.js" "$dist/plotly.min.js"
+  rm -rf "$scratch"
+  echo "$plotly_sha256  $dist/plotly.min.js" | sha256sum -c --quiet
+fi
+
+scripts/viewer-source-files.sh | xargs sha256sum | sha256sum | awk '{print $1}' > "$dist/source-hash.txt"
+ls -l "$dist"
