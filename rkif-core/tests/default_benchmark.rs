@@ -54,8 +54,8 @@ fn base_model_recipe_reproduces_the_committed_files() -> rkif_core::Result<()> {
     )?;
     for file in ["model.safetensors", "config.json", "tokenizer.json"] {
         let hash = |dir: &std::path::Path| -> rkif_core::Result<String> {
-            let bytes =
-                std::fs::read(dir.join(file)).map_err(|e| rkif_core::Error::io(dir.join(file), e))?;
+            let bytes = std::fs::read(dir.join(file))
+                .map_err(|e| rkif_core::Error::io(dir.join(file), e))?;
             Ok(format!("{:x}", Sha256::digest(&bytes)))
         };
         assert_eq!(

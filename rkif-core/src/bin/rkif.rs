@@ -38,6 +38,16 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Write a static report folder (open its index.html from a local web server) for run
+    /// folders: `rkif report runs/seq-lora runs/rkif --out site/`.
+    Report {
+        /// Run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long, default_value = "site")]
+        out: PathBuf,
+    },
     /// Rebuild the embedded base model from its recipe (bit for bit on the same CPU kernels).
     BaseModel {
         /// Output folder.
@@ -98,6 +108,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Data { data_dir } => data(data_dir),
         Command::BaseModel { out } => base_model(&out),
+        Command::Report { runs, out } => report(&runs, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -169,6 +180,14 @@ fn run(args: RunArgs) -> CliResult {
     }
     println!();
     print_summary(&results);
+    let dirs: Vec<&PathBuf> = results.iter().map(|r| &r.3).collect();
+    let site = args.out.join("report");
+    rkif_core::report::site::write_site(&dirs, &site)?;
+    println!(
+        "\nreport: {} (serve it, e.g. `python3 -m http.server -d {}`, and open index.html)",
+        site.display(),
+        site.display()
+    );
     Ok(())
 }
 
@@ -272,6 +291,17 @@ fn data(dir: Option<PathBuf>) -> CliResult {
     };
     let bench = Benchmark::open(&dir)?;
     print!("{bench}");
+    Ok(())
+}
+
+fn report(runs: &[PathBuf], out: &Path) -> CliResult {
+    let index = rkif_core::report::site::write_site(runs, out)?;
+    println!(
+        "wrote {} ({} runs); serve it, e.g. `python3 -m http.server -d {}`, and open index.html",
+        out.display(),
+        index.runs.len(),
+        out.display()
+    );
     Ok(())
 }
 

@@ -109,10 +109,15 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Load the model and the benchmark tasks of `config`; nothing is written to disk.
-    pub fn new(config: RunConfig) -> Result<Session> {
+    pub fn new(mut config: RunConfig) -> Result<Session> {
         config.validate()?;
         let seeds = derive_seeds(config.seed);
         let (bench, order_name) = open_benchmark(&config)?;
+        // The saved config is the derived one: the folder and order actually used.
+        config.data.dir = Some(bench.root().to_path_buf());
+        if config.data.tasks.is_none() {
+            config.data.order = Some(order_name.clone());
+        }
         let task_names = task_order(&bench, &config)?;
         let mut tasks = Vec::with_capacity(task_names.len());
         for name in &task_names {
@@ -699,8 +704,10 @@ impl Session {
         let refs: Vec<&Example> = st.validation.iter().collect();
         let loss = self.learner.eval_loss(&refs, batch)?;
         let values = self.learner.snapshot()?;
+        let examples = refs.len();
         let st = self.current_mut()?;
         st.val_history.push((st.step, loss));
+        let (task, step) = (st.index, st.step);
         if st.best.as_ref().is_none_or(|b| loss < b.loss) {
             st.best = Some(state::Best {
                 step: st.step,
@@ -708,6 +715,12 @@ impl Session {
                 values,
             });
         }
+        self.log(Event::ValLoss(crate::report::ValLoss {
+            task,
+            step,
+            loss,
+            examples,
+        }))?;
         Ok(loss)
     }
 
