@@ -79,13 +79,7 @@ impl RunData {
         }
         if let Some(bytes) = get(EVENTS_FILE, &mut problems) {
             let source = name(EVENTS_FILE);
-            run.events = match String::from_utf8(bytes) {
-                Ok(text) => keep(parse_events(Path::new(&source), &text), &mut problems),
-                Err(_) => {
-                    problems.push(format!("{source}: not UTF-8 text"));
-                    None
-                }
-            };
+            run.events = keep(parse_events(Path::new(&source), &bytes), &mut problems);
         }
         if let Some(log) = &run.events {
             if log.truncated_lines > 0 {
