@@ -19,6 +19,9 @@ step "build the report/eval layer for wasm32 without candle"
 cargo build -p rkif-core --no-default-features --target wasm32-unknown-unknown
 
 step "tests"
+# One tensor thread per test process: the tests run in parallel, and small models are faster
+# single-threaded on these machines.
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 # Benches are built by clippy above and run with `cargo bench`; here only their correctness matters.
 cargo test --workspace --lib --bins --tests --examples
 cargo test --workspace --doc

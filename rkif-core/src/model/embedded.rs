@@ -60,7 +60,7 @@ impl Default for Recipe {
             layers: 3,
             heads: 4,
             kv_heads: 2,
-            steps: 300,
+            steps: 1500,
             batch: 16,
             lr: 3e-3,
             warmup: 100,
@@ -111,10 +111,38 @@ pub fn tokenizer() -> Result<Tokenizer> {
 
 /// Words of the Alpaca template (so LLaMA prompts have no unknown tokens).
 fn template_words() -> Vec<String> {
-    alpaca_prompt("", "")
+    let questions = QUESTIONS.join(" ");
+    alpaca_prompt(&questions, "Sentence: Answer:")
         .split_whitespace()
         .map(String::from)
         .collect()
+}
+
+/// Reading questions of the pretraining corpus: generic skills (find a word of the input and
+/// answer with it), none of them a benchmark task.
+const QUESTIONS: [&str; 2] = [
+    "What is the last word of the following sentence?",
+    "What is the first word of the following sentence?",
+];
+
+/// A question about `sentence` in the Alpaca template, followed by its answer.
+fn reading_exercise(sentence: &str, which: usize) -> String {
+    let words: Vec<&str> = sentence
+        .split_whitespace()
+        .filter(|w| w.chars().all(char::is_alphanumeric))
+        .collect();
+    let which = which % QUESTIONS.len();
+    let answer = if which == 0 {
+        words.last()
+    } else {
+        words.first()
+    };
+    let q = QUESTIONS[which];
+    format!(
+        "{}{}",
+        alpaca_prompt(&format!("{q}\n"), &format!("Sentence: {sentence}\nAnswer:")),
+        answer.copied().unwrap_or("")
+    )
 }
 
 /// Split like `Whitespace`: runs of word characters, runs of other non-space characters.
@@ -217,11 +245,13 @@ fn corpus_ids(r: &Recipe, tok: &Tokenizer) -> Result<Vec<Vec<u32>>> {
     let mut docs = Vec::with_capacity(r.documents);
     for (k, chunk) in sentences.chunks(3).enumerate() {
         let [a, b, c] = chunk else { break };
-        // One document in ten in the prompt template; the rest plain text.
-        let text = if k % 10 == 0 {
-            format!("{}{c}", alpaca_prompt(a, b))
-        } else {
-            format!("{a} {b} {c}")
+        // Two documents in ten are reading exercises in the prompt template (answer with a
+        // word of the input); three in ten repeat their first sentence, which rewards looking
+        // back (attention) rather than only at the last word; the rest plain text.
+        let text = match k % 10 {
+            0 | 5 => reading_exercise(a, (k / 10) % 2),
+            1..=3 => format!("{a} {b} {a}"),
+            _ => format!("{a} {b} {c}"),
         };
         let enc = tok
             .encode(text.as_str(), true)
