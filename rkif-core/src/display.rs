@@ -1218,7 +1218,7 @@ mod tests {
             data: json!([]),
             layout: json!({}),
         };
-        assert!(!fig.to_html("t", 100).contains("window.Plotly=Plotly"));
+        assert!(!fig.to_html("t", 100).contains("window.Plotly = Plotly"));
         assert!(load_plotly().0.contains("already loaded"));
     }
 
