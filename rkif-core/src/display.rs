@@ -1275,4 +1275,64 @@ mod tests {
         let html = compare_losses(&[&a]).0;
         assert!(html.contains("data-value=\"2.000000\""));
     }
+
+    /// A two-task session on a tiny model built by the embedded recipe.
+    fn tiny_session(dir: &Path) -> Result<Session> {
+        let recipe = crate::model::embedded::Recipe {
+            hidden_size: 32,
+            intermediate_size: 64,
+            layers: 1,
+            heads: 2,
+            kv_heads: 1,
+            steps: 10,
+            batch: 8,
+            documents: 100,
+            warmup: 2,
+            ..Default::default()
+        };
+        let model_dir = dir.join("model");
+        crate::model::embedded::build(&recipe, &model_dir, |_, _| {})?;
+        let source = ModelSource::Local { path: model_dir };
+        let mut c = notebook_config(Method::Rkif, &source, 16, 1, 4);
+        c.data.tasks = Some(vec!["topic".into(), "sentiment".into()]);
+        c.model.lora.rank = 2;
+        c.optim.micro_batch = 4;
+        c.kif.memory_fraction = 0.25;
+        c.kif.memory_batch = 4;
+        c.eval.max_new_tokens = 2;
+        Session::new(c)
+    }
+
+    #[test]
+    fn a_round_by_hand_displays_and_measures() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let mut s = tiny_session(tmp.path())?;
+        assert!(session_summary(&s).0.contains("data-rkif=\"session\""));
+        s.train_task()?;
+        s.evaluate()?;
+        s.start_task()?;
+        let start = old_task_losses(&s, 8, "start")?;
+        assert_eq!(start.losses.len(), 1, "one old task");
+        assert!(start.mean().is_some_and(f64::is_finite));
+        let inner = s.inner_steps(2)?;
+        let outer = s.outer_steps(1)?;
+        let both = compare_importance(&inner.importance, &outer.importance).0;
+        assert_eq!(both.matches("\"type\":\"heatmap\"").count(), 2);
+        let weights = RoundWeights::before_fusion(&s)?;
+        let fused = s.fuse()?;
+        let shares = fused.shares();
+        let total = shares.inner_only + shares.outer_only + shares.both + shares.neither;
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        let weights = weights.after_fusion(&s)?;
+        let (d_in, d_out, _, applied) = weights.totals();
+        let applied = applied.ok_or_else(|| Error::Data("no fused norm".into()))?;
+        // Coefficients lie in [0, 1], so the fused update is bounded by the two updates.
+        assert!(
+            applied <= d_in + d_out + 1e-9,
+            "{applied} > {d_in} + {d_out}"
+        );
+        assert!(d_in > 0.0 && applied > 0.0);
+        assert!(current_fusion_rounds(&s).0.contains("fusion-rounds"));
+        Ok(())
+    }
 }

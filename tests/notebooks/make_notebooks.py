@@ -232,10 +232,15 @@ share of each matrix's elements above it. The masks come from these thresholds; 
 (elements important to both the new task and the old ones) is where fusion has to compromise.
 """),
     code("""
-let total: usize = inner.importance.modules.len();
-let mean_share = |v: &rkif_core::session::ImportanceView| v.modules.iter().map(|m| m.important_share).sum::<f64>() / v.modules.len().max(1) as f64;
-println!("{} LoRA matrices; mean important share: inner {:.3}, outer {:.3}", total, mean_share(&inner.importance), mean_share(&outer.importance));
-println!("inner tau {:?}, outer tau {:?}", inner.importance.threshold, outer.importance.threshold);"""),
+{
+    // A block: evcxr cannot keep a closure between cells.
+    let mean_share = |v: &rkif_core::session::ImportanceView| {
+        v.modules.iter().map(|m| m.important_share).sum::<f64>() / v.modules.len().max(1) as f64
+    };
+    println!("{} LoRA matrices", inner.importance.modules.len());
+    println!("mean important share: inner {:.3}, outer {:.3}", mean_share(&inner.importance), mean_share(&outer.importance));
+    println!("inner tau {:?}, outer tau {:?}", inner.importance.threshold, outer.importance.threshold);
+}"""),
     md("""
 The round is not finished: notebook 03 fuses it.
 """),
@@ -305,8 +310,10 @@ trackers agree a lot.
 
 L2 norms of the round's updates per LoRA matrix: the new-task update, the replay update, their
 plain sum (what the weights would have become without fusion) and the fused update actually applied.
-Pruning zeroes one of the two updates on an element, averaging halves both: the fused update is
-smaller than the plain sum.
+Pruning zeroes one of the two updates on an element, merging and averaging scale both down
+(coefficients between 0 and 1), so the fused update is never larger than
+`|delta_in| + |delta_out|`; where the two updates pull the same way it is clearly smaller than
+their plain sum.
 """),
     code("""
 let weights = weights.after_fusion(&s)?;
@@ -362,8 +369,11 @@ and mean forgetting F, then the per-task forgetting and every method's matrix. M
 everything, so its matrix has a single row and no BWT.
 """),
     code("""
-let named: Vec<(&str, &rkif_core::eval::AccuracyMatrix)> = results.iter().map(|(n, m)| (n.as_str(), m)).collect();
-display::compare_runs(&named)"""),
+{
+    // A block: evcxr cannot keep a value that borrows another between cells.
+    let named: Vec<(&str, &rkif_core::eval::AccuracyMatrix)> = results.iter().map(|(n, m)| (n.as_str(), m)).collect();
+    display::compare_runs(&named)
+}"""),
     md("""
 On the paper's T5 benchmarks the ordering is SeqLoRA < Replay < TaSL < Recurrent-KIF < MTL. With
 this notebook's tiny budgets and 24 test examples per task the gaps are noisy; `rkif run` with the
