@@ -719,7 +719,7 @@ impl FusionReport {
                     Some(l) => format!("{} L{l}", m.kind),
                     None => m.kind.clone(),
                 };
-                (name, m.shares.clone())
+                (name, m.shares)
             })
             .collect();
         let html = format!(
@@ -748,7 +748,7 @@ pub fn fusion_rounds(shares: &[FusionShares]) -> Html {
     let entries: Vec<(String, FusionShares)> = shares
         .iter()
         .enumerate()
-        .map(|(i, s)| (format!("{}", i + 1), s.clone()))
+        .map(|(i, s)| (format!("{}", i + 1), *s))
         .collect();
     Html(format!(
         "<div data-rkif=\"fusion-rounds\">{}</div>",
@@ -921,7 +921,7 @@ pub fn run_charts(log: &EventLog, names: &[String]) -> Html {
                     None => series.push((name, vec![(e.step as f64, e.loss)])),
                 }
             }
-            Event::Round(e) => rounds.push((format!("t{} r{}", e.task, e.round), e.shares.clone())),
+            Event::Round(e) => rounds.push((format!("t{} r{}", e.task, e.round), e.shares)),
             _ => {}
         }
     }
@@ -1062,12 +1062,22 @@ pub fn compare_losses(moments: &[&TaskLosses]) -> Html {
 /// their plain sum (what the weights would be without fusion) and of the fused update.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RoundWeights {
-    /// Per matrix: `(name, |delta_in|, |delta_out|, |delta_in + delta_out|)`.
-    before: Vec<(String, f64, f64, f64)>,
+    /// Per LoRA matrix, in adapter order.
+    before: Vec<MatrixUpdate>,
     /// Per matrix `|fused - anchor|`, after [`RoundWeights::after_fusion`].
     fused: Vec<f64>,
     #[serde(skip)]
     anchor: Vec<Tensor>,
+}
+
+/// L2 norms of one LoRA matrix's round updates.
+#[derive(Debug, Clone, serde::Serialize)]
+struct MatrixUpdate {
+    name: String,
+    delta_in: f64,
+    delta_out: f64,
+    /// `|delta_in + delta_out|`: the update without fusion.
+    sum: f64,
 }
 
 fn l2(t: &Tensor) -> Result<f64> {
@@ -1098,7 +1108,12 @@ impl RoundWeights {
             let d_in = (tk - a)?;
             let d_out = (cur - tk)?;
             let sum = (&d_in + &d_out)?;
-            before.push((p.name.clone(), l2(&d_in)?, l2(&d_out)?, l2(&sum)?));
+            before.push(MatrixUpdate {
+                name: p.name.clone(),
+                delta_in: l2(&d_in)?,
+                delta_out: l2(&d_out)?,
+                sum: l2(&sum)?,
+            });
         }
         Ok(Self {
             before,
@@ -1121,12 +1136,17 @@ impl RoundWeights {
     /// Whole-adapter norms `(|delta_in|, |delta_out|, |sum|, |fused|)` (fused is None before
     /// [`RoundWeights::after_fusion`]).
     pub fn totals(&self) -> (f64, f64, f64, Option<f64>) {
-        let sq = |f: &dyn Fn(&(String, f64, f64, f64)) -> f64| {
+        let sq = |f: fn(&MatrixUpdate) -> f64| {
             self.before.iter().map(|r| f(r).powi(2)).sum::<f64>().sqrt()
         };
         let fused =
             (!self.fused.is_empty()).then(|| self.fused.iter().map(|v| v * v).sum::<f64>().sqrt());
-        (sq(&|r| r.1), sq(&|r| r.2), sq(&|r| r.3), fused)
+        (
+            sq(|r| r.delta_in),
+            sq(|r| r.delta_out),
+            sq(|r| r.sum),
+            fused,
+        )
     }
 
     pub fn evcxr_display(&self) {
@@ -1134,12 +1154,12 @@ impl RoundWeights {
             .before
             .iter()
             .enumerate()
-            .map(|(i, (name, di, dout, sum))| {
+            .map(|(i, r)| {
                 vec![
-                    escape(name),
-                    format!("{di:.3e}"),
-                    format!("{dout:.3e}"),
-                    format!("{sum:.3e}"),
+                    escape(&r.name),
+                    format!("{:.3e}", r.delta_in),
+                    format!("{:.3e}", r.delta_out),
+                    format!("{:.3e}", r.sum),
                     self.fused
                         .get(i)
                         .map_or_else(String::new, |f| format!("{f:.3e}")),
