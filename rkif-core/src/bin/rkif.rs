@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Train one or more methods over a task sequence (default: SeqLoRA and Recurrent-KIF
     /// on the embedded rkif-mini benchmark and base model).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the benchmarks, tasks and orders of a data folder and check its files.
     Data {
         /// The benchmark folder (default: RKIF_DATA_DIR, else the embedded rkif-mini).
@@ -91,11 +91,11 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Run(RunArgs {
+    let result = match cli.command.unwrap_or(Command::Run(Box::new(RunArgs {
         out: PathBuf::from("runs"),
         ..RunArgs::default()
-    })) {
-        Command::Run(args) => run(args),
+    }))) {
+        Command::Run(args) => run(*args),
         Command::Data { data_dir } => data(data_dir),
         Command::BaseModel { out } => base_model(&out),
     };

@@ -32,7 +32,7 @@ pub fn unit_weights(cur_important: bool, prev_important: bool) -> (f64, f64) {
 pub fn normalise(v: &[f64]) -> Vec<f64> {
     let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![0.0; v.len()];
     }
     v.iter().map(|x| (x - lo) / (hi - lo)).collect()

@@ -59,7 +59,7 @@ impl Default for Recipe {
             layers: 3,
             heads: 4,
             kv_heads: 2,
-            steps: 800,
+            steps: 300,
             batch: 16,
             lr: 3e-3,
             warmup: 100,
@@ -73,9 +73,7 @@ impl Default for Recipe {
 /// punctuation apart). Encoding with special tokens prepends `<s>`.
 pub fn tokenizer() -> Result<Tokenizer> {
     let mut pieces: Vec<String> = Vec::new();
-    let texts = synthetic::vocabulary()
-        .into_iter()
-        .chain(template_words().into_iter());
+    let texts = synthetic::vocabulary().into_iter().chain(template_words());
     for word in texts {
         for piece in split_pieces(&word) {
             pieces.push(piece);

@@ -91,6 +91,9 @@ pub struct Session {
     step_hook: Option<StepHook>,
 }
 
+/// `(delta_in, delta_out)` of one LoRA tensor in a round.
+type RoundDelta = (candle_core::Tensor, candle_core::Tensor);
+
 /// Called after every inner step with `(task, step, planned steps, loss)`.
 pub type StepHook = Box<dyn FnMut(usize, usize, usize, f64) + Send>;
 
@@ -345,7 +348,7 @@ impl Session {
             planned,
             self.seeds["shuffle"],
             self.seeds["memory_batches"],
-            ImportanceTracker::new(importance.clone())?,
+            ImportanceTracker::new(importance)?,
             ImportanceTracker::new(importance)?,
             anchor,
             outer_opt,
@@ -538,12 +541,7 @@ impl Session {
     }
 
     /// `(anchor, [(delta_in, delta_out)])` of the current round.
-    fn round_deltas(
-        &mut self,
-    ) -> Result<(
-        Vec<candle_core::Tensor>,
-        Vec<(candle_core::Tensor, candle_core::Tensor)>,
-    )> {
+    fn round_deltas(&mut self) -> Result<(Vec<candle_core::Tensor>, Vec<RoundDelta>)> {
         let now = self.learner.snapshot()?;
         let st = self
             .current
@@ -565,7 +563,7 @@ impl Session {
     fn fuse_deltas(
         &mut self,
         anchor: Vec<candle_core::Tensor>,
-        deltas: Vec<(candle_core::Tensor, candle_core::Tensor)>,
+        deltas: Vec<RoundDelta>,
     ) -> Result<FusionReport> {
         let started = Instant::now();
         let q = self.config.kif.quantile;

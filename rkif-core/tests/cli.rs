@@ -1,0 +1,159 @@
+//! The `rkif` command as a user runs it: a run killed with SIGKILL part-way resumes to the
+//! same `metrics.json` as an uninterrupted run; bad configs give errors naming the field.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rkif_core::model::embedded::{build, Recipe};
+
+fn rkif() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rkif"))
+}
+
+fn tiny_model(dir: &Path) {
+    let recipe = Recipe {
+        hidden_size: 32,
+        intermediate_size: 64,
+        layers: 1,
+        heads: 2,
+        kv_heads: 1,
+        steps: 20,
+        batch: 8,
+        documents: 200,
+        warmup: 4,
+        ..Recipe::default()
+    };
+    build(&recipe, dir, |_, _| {}).expect("tiny model");
+}
+
+fn write_config(dir: &Path, model: &Path) -> PathBuf {
+    let text = format!(
+        r#"method = "rkif"
+seed = 3
+[model]
+device = "cpu"
+max_source_len = 96
+max_target_len = 8
+[model.source]
+kind = "local"
+path = "{}"
+[model.lora]
+rank = 4
+alpha = 16.0
+dropout = 0.05
+targets = ["q_proj", "v_proj"]
+[optim]
+micro_batch = 4
+grad_accum = 2
+epochs = 1
+warmup_steps = 1
+lr = 0.001
+[kif]
+inner_steps = 2
+outer_steps = 1
+memory_batch = 4
+memory_fraction = 0.25
+[eval]
+max_examples_per_task = 4
+max_new_tokens = 2
+val_every = 2
+[data]
+max_train_per_task = 48
+"#,
+        model.display()
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_metrics() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("model");
+    tiny_model(&model);
+    let config = write_config(tmp.path(), &model);
+    let run = |out: &Path| {
+        rkif()
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("rkif runs")
+    };
+
+    let whole = tmp.path().join("whole");
+    let out = run(&whole);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = std::fs::read_to_string(whole.join("rkif/metrics.json")).expect("metrics");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OP") && stdout.contains("BWT"), "{stdout}");
+
+    // Start again elsewhere, kill -9 once the first task's checkpoint exists.
+    let killed = tmp.path().join("killed");
+    let mut child = rkif()
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&killed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let state = killed.join("rkif/checkpoint/state.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !state.is_file() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("run ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let out = run(&killed);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    let resumed = std::fs::read_to_string(killed.join("rkif/metrics.json")).expect("metrics");
+    assert_eq!(resumed, expected);
+    // A finished run is not redone.
+    let out = run(&killed);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already finished"));
+}
+
+#[test]
+fn bad_config_names_the_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(&path, "[kif]\nquantile = 2.0\n").expect("write");
+    let out = rkif()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("rkif runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kif.quantile"), "{err}");
+    std::fs::write(&path, "[optim]\nlearning_rate = 2.0\n").expect("write");
+    let out = rkif()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("rkif runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("learning_rate"),
+        "{err}"
+    );
+}
