@@ -327,11 +327,15 @@ display::compare_losses(&[&at_start, &after_inner, &after_outer, &after_fusion])
     md("""
 ## More rounds
 
-Three more rounds with the same calls, then the case shares of every round of this task so far.
+Up to three more rounds with the same calls (as many as the task's step budget allows), then the
+case shares of every round of this task so far.
 """),
     code("""
 for _ in 0..3 {
-    s.inner_steps(8)?;
+    // inner_steps stops at the task's step budget: no steps left, no round.
+    if s.inner_steps(8)?.records.is_empty() {
+        break;
+    }
     s.outer_steps(4)?;
     s.fuse()?;
 }
