@@ -7,7 +7,9 @@ nbconvert fails on a compile error but not on a panic inside a cell, so after ex
 output is searched for errors and panics, and each notebook's rich outputs are checked: the
 figures are there, the numbers parse and lie in range. The executed copies go to
 $RKIF_NOTEBOOK_OUT (default target/notebooks-executed/). $EVCXR_TMPDIR defaults to
-target/evcxr-notebooks so that the second run reuses the compiled dependencies.
+<system temp>/rkif-evcxr-notebooks so that the second run reuses the compiled dependencies. It
+must lie outside the repository (cargo refuses a crate inside a workspace that does not list it)
+and on a file system that allows executing (here /root/.cache does not: evcxr's dlopen fails).
 
 Exit status 0 when every notebook ran clean; the last line is `N passed, N failed`.
 """
@@ -17,6 +19,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -150,7 +153,7 @@ def execute(path, out_dir):
 def main(argv):
     out_dir = pathlib.Path(os.environ.get("RKIF_NOTEBOOK_OUT", ROOT / "target" / "notebooks-executed"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("EVCXR_TMPDIR", str(ROOT / "target" / "evcxr-notebooks"))
+    os.environ.setdefault("EVCXR_TMPDIR", str(pathlib.Path(tempfile.gettempdir()) / "rkif-evcxr-notebooks"))
     pathlib.Path(os.environ["EVCXR_TMPDIR"]).mkdir(parents=True, exist_ok=True)
     names = argv or sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     passed, failed = 0, 0
@@ -165,7 +168,9 @@ def main(argv):
         proc, seconds = execute(source, out_dir)
         executed = out_dir / name
         if proc.returncode != 0:
-            problems.append(f"{name}: nbconvert exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+            # Python tracebacks are indented; the kernel's own message is not.
+            plain = [l for l in proc.stderr.splitlines() if l and not l.startswith(" ")]
+            problems.append(f"{name}: nbconvert exited {proc.returncode}:\n" + "\n".join(plain[-40:]))
         if executed.is_file():
             problems += check(name, json.loads(executed.read_text(encoding="utf-8")))
         elif proc.returncode == 0:

@@ -35,8 +35,9 @@ def code(text):
     }
 
 
-def notebook(cells):
-    for c in cells:
+def notebook(stem, cells):
+    for i, c in enumerate(cells):
+        c["id"] = f"{stem}-{i:02d}"
         lines = c["source"].split("\n")
         c["source"] = [l + "\n" for l in lines[:-1]] + [lines[-1]]
     return {
@@ -468,7 +469,7 @@ def main():
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
     for name, cells in NOTEBOOKS.items():
-        text = json.dumps(notebook([dict(c) for c in cells]), indent=1, ensure_ascii=False)
+        text = json.dumps(notebook(name.split("-")[0], [dict(c) for c in cells]), indent=1, ensure_ascii=False)
         (out / name).write_text(text + "\n", encoding="utf-8")
         print("wrote", out / name)
 
