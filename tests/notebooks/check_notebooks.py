@@ -9,7 +9,7 @@ figures are there, the numbers parse and lie in range. The executed copies go to
 $RKIF_NOTEBOOK_OUT (default target/notebooks-executed/). $EVCXR_TMPDIR defaults to
 <system temp>/rkif-evcxr-notebooks so that the second run reuses the compiled dependencies. It
 must lie outside the repository (cargo refuses a crate inside a workspace that does not list it)
-and on a file system that allows executing (here /root/.cache does not: evcxr's dlopen fails).
+and on a file system where evcxr can load what it builds (under /root/.cache its dlopen failed here; /tmp works).
 
 Exit status 0 when every notebook ran clean; the last line is `N passed, N failed`.
 """
