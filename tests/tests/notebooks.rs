@@ -23,9 +23,13 @@ fn probe(program: &str, args: &[&str]) -> Option<String> {
 fn missing_tools() -> Vec<&'static str> {
     let mut missing = Vec::new();
     if probe("python3", &["-c", "import nbconvert, nbclient"]).is_none() {
-        missing.push("Jupyter nbconvert (python3 -m pip install nbconvert nbclient jupyter_client)");
+        missing
+            .push("Jupyter nbconvert (python3 -m pip install nbconvert nbclient jupyter_client)");
     }
-    let kernels = probe("python3", &["-m", "jupyter", "kernelspec", "list", "--json"]);
+    let kernels = probe(
+        "python3",
+        &["-m", "jupyter", "kernelspec", "list", "--json"],
+    );
     if !kernels.is_some_and(|k| k.contains("\"rust\"")) {
         missing.push("the evcxr Jupyter kernel `rust` (cargo install evcxr_jupyter --locked && evcxr_jupyter --install)");
     }
