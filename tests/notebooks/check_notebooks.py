@@ -168,9 +168,9 @@ def main(argv):
         proc, seconds = execute(source, out_dir)
         executed = out_dir / name
         if proc.returncode != 0:
-            # Python tracebacks are indented; the kernel's own message is not.
-            plain = [l for l in proc.stderr.splitlines() if l and not l.startswith(" ")]
-            problems.append(f"{name}: nbconvert exited {proc.returncode}:\n" + "\n".join(plain[-40:]))
+            # The cell error comes after nbconvert's own Python traceback.
+            tail = proc.stderr.split("CellExecutionError", 1)[-1]
+            problems.append(f"{name}: nbconvert exited {proc.returncode}:\n" + tail[-6000:])
         if executed.is_file():
             problems += check(name, json.loads(executed.read_text(encoding="utf-8")))
         elif proc.returncode == 0:

@@ -26,6 +26,8 @@ def md(text):
 
 
 def code(text):
+    # A cell's last expression is displayed; evcxr moves a value displayed by name, so the
+    # cells display `&name` to keep the variable for later cells.
     return {
         "cell_type": "code",
         "execution_count": None,
@@ -94,14 +96,14 @@ A `Session` loads the model and the tasks; displaying it shows the run's setting
 """),
     code("""
 let mut seq = Session::new(notebook_config(Method::SeqLora, &model, 96, 2, 24))?;
-seq"""),
+&seq"""),
     md("""
 `start_task` prepares the next task (its data, the replay memory of earlier tasks, a fresh
 optimiser). A few of its training records:
 """),
     code("""
 let plan = seq.start_task()?;
-plan"""),
+&plan"""),
     md("""
 ## SeqLoRA: train the tasks one after another
 
@@ -187,7 +189,7 @@ Now there is an old task. `start_task` builds the replay memory from task 0's tr
 """),
     code("""
 let plan = s.start_task()?;
-plan"""),
+&plan"""),
     md("""
 ## Inner steps and the inner importance
 
@@ -206,7 +208,7 @@ threshold τ.
 """),
     code("""
 let inner = s.inner_steps(8)?;
-inner"""),
+&inner"""),
     md("""
 ## Outer steps on the memory and the outer importance
 
@@ -216,7 +218,7 @@ sensitive to. Unlike the inner tracker, it is not reset between rounds of a task
 """),
     code("""
 let outer = s.outer_steps(4)?;
-outer"""),
+&outer"""),
     md("""
 ## Inner vs outer
 
@@ -301,7 +303,7 @@ Before fusing, measure the two updates; then fuse and look at the four cases.
     code("""
 let weights = display::RoundWeights::before_fusion(&s)?;
 let fused = s.fuse()?;
-fused"""),
+&fused"""),
     md("""
 Each element falls in exactly one case, so the four shares add up to 100%. With both masks at
 their top 20%, about 60% or more of the elements are in *neither* (plain average) unless the two
@@ -318,7 +320,7 @@ their plain sum.
 """),
     code("""
 let weights = weights.after_fusion(&s)?;
-weights"""),
+&weights"""),
     md("""
 ## The effect on the old task
 """),
@@ -427,10 +429,10 @@ cfg.kif.memory_batch = 4;
 cfg.kif.memory_fraction = 0.25;
 cfg.eval.select = rkif_core::config::Selection::Last;
 let mut s = Session::new(cfg)?;
-s"""),
+&s"""),
     code("""
 let plan = s.start_task()?;
-plan"""),
+&plan"""),
     code("""
 s.train_task()?;
 s.evaluate()?"""),
@@ -440,13 +442,13 @@ s.evaluate()?"""),
     code("""
 s.start_task()?;
 let inner = s.inner_steps(2)?;
-inner"""),
+&inner"""),
     code("""
 let outer = s.outer_steps(1)?;
 display::compare_importance(&inner.importance, &outer.importance)"""),
     code("""
 let fused = s.fuse()?;
-fused"""),
+&fused"""),
     md("""
 ## The rest of the task, and the matrix
 """),
