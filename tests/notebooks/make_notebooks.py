@@ -9,8 +9,11 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# The kernel runs in notebooks/, so the crate is one folder up.
-DEP = ':dep rkif-core = { path = "../rkif-core", features = ["evcxr"] }'
+# The kernel runs in notebooks/, so the crate is one folder up. Dependencies as shared libraries:
+# by default evcxr links them statically into every cell, which gives each cell its own copy of
+# their statics (candle's tensor ids then collide between cells and backprop mixes tensors up).
+DEP = """:allow_static_linking 0
+:dep rkif-core = { path = "../rkif-core", features = ["evcxr"] }"""
 
 SETUP = """use std::path::{Path, PathBuf};
 use rkif_core::config::Method;
