@@ -9,11 +9,14 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# The kernel runs in notebooks/, so the crate is one folder up. Dependencies as shared libraries:
-# by default evcxr links them statically into every cell, which gives each cell its own copy of
-# their statics (candle's tensor ids then collide between cells and backprop mixes tensors up).
-DEP = """:allow_static_linking 0
-:dep rkif-core = { path = "../rkif-core", features = ["evcxr"] }"""
+# The kernel runs in notebooks/, so the crate is one folder up.
+#
+# Training happens in the cell that creates its Session. evcxr links the dependencies statically
+# into every cell, so each cell has its own copy of candle's statics, among them the counter that
+# numbers tensors: a backward pass in a later cell would mix up tensors of two numberings.
+# Later cells only display and measure (no backward pass). (`:allow_static_linking 0`, which would
+# share one copy, fails to build with this toolchain.)
+DEP = ':dep rkif-core = { path = "../rkif-core", features = ["evcxr"] }'
 
 SETUP = """use std::path::{Path, PathBuf};
 use rkif_core::config::Method;
@@ -98,23 +101,24 @@ compares their **accuracy matrices**. Budgets are tiny so it finishes in a few m
 A `Session` loads the model and the tasks; displaying it shows the run's settings.
 """),
     code("""
+// One cell: a session trains in the cell that created it (see the README, "evcxr and candle").
 let mut seq = Session::new(notebook_config(Method::SeqLora, &model, 96, 2, 24))?;
+let plan = seq.start_task()?;
+seq.run_all(|summary, row| println!("{}: {} steps, accuracy row {:?}", summary.name, summary.steps, row.accuracy))?;
 &seq"""),
     md("""
-`start_task` prepares the next task (its data, the replay memory of earlier tasks, a fresh
-optimiser). A few of its training records:
+`start_task` prepared the first task (its data, the replay memory of earlier tasks, a fresh
+optimiser), then `run_all` trained and evaluated every task. A few of the first task's records:
 """),
     code("""
-let plan = seq.start_task()?;
 &plan"""),
     md("""
-## SeqLoRA: train the tasks one after another
+## SeqLoRA: the tasks one after another
 
-`run_all` trains and evaluates every remaining task. After training task *j* the model is
-evaluated on every task seen so far: that fills row *j* of the accuracy matrix `a[j][i]`.
+After training task *j* the model was evaluated on every task seen so far: that filled row *j* of
+the accuracy matrix `a[j][i]`.
 """),
     code("""
-seq.run_all(|summary, row| println!("{}: {} steps, accuracy row {:?}", summary.name, summary.steps, row.accuracy))?;
 display::accuracy_matrix(seq.matrix(), "SeqLoRA")"""),
     md("""
 Read the matrix column by column: the diagonal `a[i][i]` is a task just after it was learnt;
@@ -182,16 +186,21 @@ configured method (here: Recurrent-KIF, which on task 0 is plain fine-tuning) an
 the first row of the accuracy matrix.
 """),
     code("""
+// The whole round in the cell that creates the session (see the README, "evcxr and candle");
+// the cells below look at what each call returned.
 let mut s = Session::new(notebook_config(Method::Rkif, &model, 96, 2, 24))?;
 let first = s.train_task()?;
-s.evaluate()?"""),
+let first_row = s.evaluate()?;
+let plan = s.start_task()?;
+let inner = s.inner_steps(8)?;
+let outer = s.outer_steps(4)?;
+&first_row"""),
     md("""
 ## Task 1 starts
 
-Now there is an old task. `start_task` builds the replay memory from task 0's training set.
+Now there is an old task. `start_task` built the replay memory from task 0's training set.
 """),
     code("""
-let plan = s.start_task()?;
 &plan"""),
     md("""
 ## Inner steps and the inner importance
@@ -210,7 +219,6 @@ for elements that are *consistently and strongly* sensitive. The display shows, 
 threshold τ.
 """),
     code("""
-let inner = s.inner_steps(8)?;
 &inner"""),
     md("""
 ## Outer steps on the memory and the outer importance
@@ -220,7 +228,6 @@ applies the same formulas to these steps, so its score says which elements the *
 sensitive to. Unlike the inner tracker, it is not reset between rounds of a task.
 """),
     code("""
-let outer = s.outer_steps(4)?;
 &outer"""),
     md("""
 ## Inner vs outer
@@ -294,6 +301,20 @@ let inner = s.inner_steps(8)?;
 let after_inner = display::old_task_losses(&s, 32, "after inner steps")?;
 let outer = s.outer_steps(4)?;
 let after_outer = display::old_task_losses(&s, 32, "after outer steps")?;
+// Measure the two updates, then fuse (the next sections look at the result).
+let weights = display::RoundWeights::before_fusion(&s)?;
+let fused = s.fuse()?;
+let weights = weights.after_fusion(&s)?;
+let after_fusion = display::old_task_losses(&s, 32, "after fusion")?;
+// Up to three more rounds (as many as the task's step budget allows): training happens in the
+// cell that created the session (see the README, "evcxr and candle").
+for _ in 0..3 {
+    if s.inner_steps(8)?.records.is_empty() {
+        break;
+    }
+    s.outer_steps(4)?;
+    s.fuse()?;
+}
 display::compare_losses(&[&at_start, &after_inner, &after_outer])"""),
     md("""
 The inner steps, which only see task 1, usually raise the loss on task 0; the outer steps on the
@@ -301,11 +322,9 @@ memory pull it back.
 
 ## Fuse
 
-Before fusing, measure the two updates; then fuse and look at the four cases.
+The cell above measured the two updates, fused, and measured again. The four cases:
 """),
     code("""
-let weights = display::RoundWeights::before_fusion(&s)?;
-let fused = s.fuse()?;
 &fused"""),
     md("""
 Each element falls in exactly one case, so the four shares add up to 100%. With both masks at
@@ -322,29 +341,19 @@ Pruning zeroes one of the two updates on an element, merging and averaging scale
 their plain sum.
 """),
     code("""
-let weights = weights.after_fusion(&s)?;
 &weights"""),
     md("""
 ## The effect on the old task
 """),
     code("""
-let after_fusion = display::old_task_losses(&s, 32, "after fusion")?;
 display::compare_losses(&[&at_start, &after_inner, &after_outer, &after_fusion])"""),
     md("""
 ## More rounds
 
-Up to three more rounds with the same calls (as many as the task's step budget allows), then the
-case shares of every round of this task so far.
+The first cell ran up to three more rounds with the same calls (as many as the task's step budget
+allows). The case shares of every round of this task:
 """),
     code("""
-for _ in 0..3 {
-    // inner_steps stops at the task's step budget: no steps left, no round.
-    if s.inner_steps(8)?.records.is_empty() {
-        break;
-    }
-    s.outer_steps(4)?;
-    s.fuse()?;
-}
 display::current_fusion_rounds(&s)"""),
 ]
 
@@ -431,33 +440,36 @@ cfg.kif.outer_steps = 1;
 cfg.kif.memory_batch = 4;
 cfg.kif.memory_fraction = 0.25;
 cfg.eval.select = rkif_core::config::Selection::Last;
+// Everything that trains runs in this cell (see the README, "evcxr and candle"): task 0, then
+// one round by hand on task 1, then the rest of task 1.
 let mut s = Session::new(cfg)?;
+let plan = s.start_task()?;
+s.train_task()?;
+let first_row = s.evaluate()?;
+s.start_task()?;
+let inner = s.inner_steps(2)?;
+let outer = s.outer_steps(1)?;
+let fused = s.fuse()?;
+s.train_task()?;
+s.evaluate()?;
 &s"""),
     code("""
-let plan = s.start_task()?;
 &plan"""),
     code("""
-s.train_task()?;
-s.evaluate()?"""),
+&first_row"""),
     md("""
 ## One round by hand on the second task
 """),
     code("""
-s.start_task()?;
-let inner = s.inner_steps(2)?;
 &inner"""),
     code("""
-let outer = s.outer_steps(1)?;
 display::compare_importance(&inner.importance, &outer.importance)"""),
     code("""
-let fused = s.fuse()?;
 &fused"""),
     md("""
 ## The rest of the task, and the matrix
 """),
     code("""
-s.train_task()?;
-s.evaluate()?;
 display::accuracy_matrix(s.matrix(), "SmolLM2-135M, dbpedia → amazon")"""),
 ]
 
