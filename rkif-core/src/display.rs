@@ -5,10 +5,11 @@
 //! (`EVCXR_BEGIN_CONTENT text/html` ... `EVCXR_END_CONTENT`) holding an HTML table with the
 //! numbers and, where a picture helps, a plotly figure.
 //!
-//! Offline figures. plotly.js comes from the `plotly` crate (which ships `plotly.min.js`), is
-//! written into the notebook with the first figure of the kernel's life (or by
-//! [`load_plotly`]), and every figure waits for `window.Plotly` before drawing: nothing is
-//! fetched from a CDN. Figures are `{"data": [...], "layout": {...}}` JSON as plotly.js takes
+//! Offline figures. plotly.js comes from the `plotly` crate (which ships `plotly.min.js`) and is
+//! written into the notebook once, by [`load_plotly`] in its setup cell; every figure waits for
+//! `window.Plotly` before drawing: nothing is fetched from a CDN. (Figures cannot load it on
+//! first use: evcxr gives every cell its own copy of this crate's statics, so "first" would be
+//! every cell.) Figures are `{"data": [...], "layout": {...}}` JSON as plotly.js takes
 //! it, the form the viewer uses.
 //!
 //! Untrusted text. Task names, labels and records are data: every string is HTML-escaped, and
@@ -23,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Tensor};
 use serde_json::{json, Value};
@@ -80,7 +81,6 @@ pub struct Figure {
     pub layout: Value,
 }
 
-static PLOTLY_WRITTEN: AtomicBool = AtomicBool::new(false);
 static FIGURE_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// The `<script>` element that defines `window.Plotly`, from the `plotly` crate's copy of
@@ -94,26 +94,12 @@ pub fn plotly_script() -> String {
     }
 }
 
-/// Write plotly.js into the notebook now (once per kernel; later calls show a short note).
-/// Figures do this themselves on first use; calling it in a setup cell keeps the big script
-/// out of the figure cells.
+/// Write plotly.js into the notebook: call it once, in the setup cell, before any figure.
 pub fn load_plotly() -> Html {
-    if PLOTLY_WRITTEN.swap(true, Ordering::SeqCst) {
-        Html("<p data-rkif=\"plotly\">plotly.js already loaded in this notebook.</p>".into())
-    } else {
-        Html(format!(
-            "{}<p data-rkif=\"plotly\">plotly.js loaded (offline, from the plotly crate).</p>",
-            plotly_script()
-        ))
-    }
-}
-
-fn plotly_once() -> String {
-    if PLOTLY_WRITTEN.swap(true, Ordering::SeqCst) {
-        String::new()
-    } else {
+    Html(format!(
+        "{}<p data-rkif=\"plotly\">plotly.js loaded (offline, from the plotly crate).</p>",
         plotly_script()
-    }
+    ))
 }
 
 /// JSON safe inside `<script>`: `<` only occurs in strings, where `\u003c` means the same.
@@ -132,12 +118,12 @@ impl Figure {
         let id = format!("rkif-fig-{}-{stamp}-{n}", std::process::id());
         let fig = json!({ "data": self.data, "layout": self.layout });
         format!(
-            "{plotly}<div id=\"{id}\" data-rkif-figure=\"{kind}\" style=\"width:100%;max-width:760px;height:{height_px}px\"></div>\
+            "<div id=\"{id}\" data-rkif-figure=\"{kind}\" style=\"width:100%;max-width:760px;height:{height_px}px\"></div>\
              <script type=\"text/javascript\">(function(){{var fig={json};var tries=0;\
              function draw(){{var el=document.getElementById(\"{id}\");\
              if(window.Plotly&&el){{window.Plotly.newPlot(el,fig.data,fig.layout,{{responsive:true,displaylogo:false}});}}\
-             else if(tries++<200){{setTimeout(draw,100);}}}}draw();}})();</script>",
-            plotly = plotly_once(),
+             else if(tries++<200){{setTimeout(draw,100);}}\
+             else if(el){{el.textContent=\"plotly.js is not loaded: run display::load_plotly() first\";}}}}draw();}})();</script>",
             kind = escape(kind),
             json = script_json(&fig),
         )
@@ -1221,7 +1207,7 @@ mod tests {
     }
 
     #[test]
-    fn plotly_is_written_once() {
+    fn plotly_comes_from_load_plotly_only() {
         let first = plotly_script();
         assert!(first.starts_with("<script") && first.ends_with("</script>"));
         assert!(
@@ -1232,14 +1218,12 @@ mod tests {
             !first.contains("<script src"),
             "inline, not loaded from a URL"
         );
-        // Whatever ran before, after one load no figure carries the script again.
-        let _ = load_plotly();
+        assert!(load_plotly().0.contains("window.Plotly = Plotly"));
         let fig = Figure {
             data: json!([]),
             layout: json!({}),
         };
         assert!(!fig.to_html("t", 100).contains("window.Plotly = Plotly"));
-        assert!(load_plotly().0.contains("already loaded"));
     }
 
     #[test]
