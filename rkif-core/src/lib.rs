@@ -16,6 +16,9 @@
 //! - [`train`]: AdamW with restorable state, the learning-rate schedule, clipping.
 //! - [`kif`]: importance trackers, quantile masks and the fusion rule.
 //!
+//! With the `evcxr` feature, `display` gives the session's values rich output in evcxr
+//! (Rust Jupyter) notebooks.
+//!
 //! Without default features only `data`, `eval` and `report` build, and they build for
 //! `wasm32-unknown-unknown` (the viewer uses them).
 
@@ -25,6 +28,8 @@ pub mod error;
 pub mod eval;
 pub mod report;
 
+#[cfg(feature = "evcxr")]
+pub mod display;
 #[cfg(feature = "candle")]
 pub mod kif;
 #[cfg(feature = "candle")]
