@@ -177,6 +177,25 @@ pub struct OptimConfig {
     pub epochs: usize,
     /// Optional cap on optimiser steps per task (reduced protocols).
     pub max_steps_per_task: Option<usize>,
+    /// What a non-finite loss, gradient or importance score does: `error` stops with an
+    /// error naming the tensor; `skip` drops the step (nothing is applied) and counts it.
+    pub nonfinite: NonFinitePolicy,
+    /// Under `skip`: the most steps one task may skip; one more is an error.
+    pub max_skipped_steps: usize,
+    /// A checkpoint is written at the first safe point (the end of a Recurrent-KIF round,
+    /// any step for the other methods) at least this many optimiser steps after the last.
+    pub checkpoint_every: usize,
+}
+
+/// What a non-finite loss, gradient or importance score does (METHOD.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFinitePolicy {
+    /// An error that names the tensor; the step is not applied.
+    #[default]
+    Error,
+    /// The step is not applied (optimiser and trackers untouched), counted and logged.
+    Skip,
 }
 
 impl Default for OptimConfig {
@@ -193,6 +212,9 @@ impl Default for OptimConfig {
             grad_accum: 4,
             epochs: 10,
             max_steps_per_task: None,
+            nonfinite: NonFinitePolicy::Error,
+            max_skipped_steps: 10,
+            checkpoint_every: 8,
         }
     }
 }
@@ -555,6 +577,10 @@ impl RunConfig {
         if let Some(n) = o.max_steps_per_task {
             positive("optim.max_steps_per_task", n)?;
         }
+        if o.nonfinite == NonFinitePolicy::Skip {
+            positive("optim.max_skipped_steps", o.max_skipped_steps)?;
+        }
+        positive("optim.checkpoint_every", o.checkpoint_every)?;
 
         let k = &self.kif;
         positive("kif.inner_steps", k.inner_steps)?;
@@ -660,6 +686,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("optim.micro_batch"), "{err}");
+    }
+
+    #[test]
+    fn nonfinite_policy_parses_and_is_checked() -> Result<()> {
+        let c = RunConfig::from_toml_str(
+            "[optim]\nnonfinite = \"skip\"\nmax_skipped_steps = 3\n",
+            Path::new("x.toml"),
+        )?;
+        assert_eq!(c.optim.nonfinite, NonFinitePolicy::Skip);
+        assert_eq!(c.optim.max_skipped_steps, 3);
+        assert_eq!(OptimConfig::default().nonfinite, NonFinitePolicy::Error);
+        let err = RunConfig::from_toml_str(
+            "[optim]\nnonfinite = \"skip\"\nmax_skipped_steps = 0\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("optim.max_skipped_steps"), "{err}");
+        let err =
+            RunConfig::from_toml_str("[optim]\nnonfinite = \"ignore\"\n", Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("ignore"), "{err}");
+        let err = RunConfig::from_toml_str("[optim]\ncheckpoint_every = 0\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("optim.checkpoint_every"), "{err}");
+        Ok(())
     }
 
     #[test]

@@ -169,3 +169,124 @@ fn stepwise_api_reports_and_survives_errors() -> rkif_core::Result<()> {
     s.fuse()?;
     Ok(())
 }
+
+/// The adapter's current values, flattened, for before/after comparisons.
+fn adapter_values(s: &Session) -> Vec<Vec<f32>> {
+    s.learner()
+        .params()
+        .iter()
+        .map(|p| {
+            p.var
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("adapter values")
+        })
+        .collect()
+}
+
+#[test]
+fn non_finite_values_are_errors_naming_the_tensor() -> rkif_core::Result<()> {
+    use rkif_core::session::Fault;
+    let mut s = Session::new(config(Method::Rkif))?;
+    s.start_task()?;
+    s.inner_steps(1)?;
+    let lora_b = s.learner().params()[1].name.clone();
+    let lora_a = s.learner().params()[2].name.clone();
+    let steps_before = s.learner().optimizer().steps_taken();
+    let values_before = adapter_values(&s);
+    for (fault, expect) in [
+        (Fault::Gradient(lora_b.clone()), lora_b.as_str()),
+        (Fault::Loss, "`loss`"),
+        (Fault::Score(lora_a.clone()), lora_a.as_str()),
+    ] {
+        s.inject_fault(fault.clone(), 1);
+        let err = s
+            .inner_steps(1)
+            .expect_err("a NaN step must fail")
+            .to_string();
+        assert!(err.contains(expect), "{fault:?}: {err}");
+        if matches!(fault, Fault::Score(_)) {
+            assert!(err.contains("inner importance score"), "{err}");
+        }
+        // Nothing of the failed step remains.
+        assert_eq!(
+            adapter_values(&s),
+            values_before,
+            "{fault:?} changed the adapter"
+        );
+        assert_eq!(s.learner().optimizer().steps_taken(), steps_before);
+        assert_eq!(s.current().map(|t| (t.step, t.skipped)), Some((1, 0)));
+        assert_eq!(s.current().map(|t| t.inner.updates()), Some(1));
+    }
+    // Still usable.
+    assert_eq!(s.inner_steps(1)?.records.len(), 1);
+    s.train_task()?;
+    s.evaluate()?;
+
+    // A fusion that would write NaN is refused and the adapter stays as it was.
+    s.start_task()?;
+    s.inner_steps(1)?;
+    s.outer_steps(1)?;
+    s.inject_fault(Fault::Fusion(lora_a.clone()), 1);
+    let values_before = adapter_values(&s);
+    let err = s.fuse().expect_err("a NaN fusion must fail").to_string();
+    assert!(
+        err.contains(&lora_a) && err.contains("fused value"),
+        "{err}"
+    );
+    assert_eq!(adapter_values(&s), values_before);
+    assert_eq!(s.current().map(|t| t.round), Some(0));
+    s.fuse()?;
+    assert_eq!(s.current().map(|t| t.round), Some(1));
+    Ok(())
+}
+
+#[test]
+fn skip_policy_counts_skipped_steps_and_goes_on() -> rkif_core::Result<()> {
+    use rkif_core::config::NonFinitePolicy;
+    use rkif_core::session::Fault;
+    let tmp = tempfile::tempdir().map_err(|e| rkif_core::Error::io("tempdir", e))?;
+    let mut cfg = config(Method::Rkif);
+    cfg.optim.nonfinite = NonFinitePolicy::Skip;
+    cfg.optim.max_skipped_steps = 2;
+    let dir = tmp.path().join("skip");
+    let mut s = Session::with_run_dir(cfg, &dir)?;
+    let name = s.learner().params()[0].name.clone();
+    s.start_task()?;
+    s.inject_fault(Fault::Gradient(name.clone()), 2);
+    let report = s.inner_steps(3)?;
+    assert_eq!(report.records.len(), 3, "skipped steps are not among the n");
+    assert_eq!(s.current().map(|t| (t.step, t.skipped)), Some((3, 2)));
+    assert_eq!(s.learner().optimizer().steps_taken(), 3);
+    let summary = s.train_task()?;
+    assert_eq!(summary.skipped_steps, 2);
+    s.evaluate()?;
+    let events = RunDir::open(&dir)?.load_events()?;
+    let skipped: Vec<_> = events
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SkippedStep(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped.iter().all(|k| k.reason.contains(&name)));
+    assert_eq!(
+        (skipped[0].step, skipped[1].step),
+        (1, 1),
+        "both attempts were the first step"
+    );
+    assert!(events
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TaskEnd(t) if t.task == 0 && t.skipped_steps == 2)));
+
+    // The cap is per task: three more in the next task, one over the cap, is an error.
+    s.start_task()?;
+    s.inject_fault(Fault::Loss, 3);
+    let err = s.inner_steps(5).expect_err("over the cap").to_string();
+    assert!(err.contains("optim.max_skipped_steps = 2"), "{err}");
+    Ok(())
+}

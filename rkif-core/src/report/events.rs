@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The newest `events.jsonl` schema version this rkif writes and reads.
-pub const EVENTS_SCHEMA_VERSION: u32 = 1;
+///
+/// Version 2 added [`Event::OuterStep`] (Recurrent-KIF's memory steps) and the `phase` of a
+/// skipped step. Version 1 logs read as they are (no outer steps; skipped steps are inner).
+pub const EVENTS_SCHEMA_VERSION: u32 = 2;
 
 /// A header line is well under this; reading stops here if the first line is something else.
 const MAX_HEADER_BYTES: u64 = 4096;
@@ -29,8 +32,10 @@ const MAX_HEADER_BYTES: u64 = 4096;
 pub enum Event {
     /// Training of a task begins.
     TaskStart(TaskStart),
-    /// An optimiser step on the task's own data.
+    /// An optimiser step on the task's own data (an inner step).
     Step(StepEvent),
+    /// An outer step: an optimiser step on a replay-memory batch (Recurrent-KIF).
+    OuterStep(OuterStepEvent),
     /// A Recurrent-KIF round: inner steps, outer steps, fusion.
     Round(RoundEvent),
     /// A step that was skipped (the user's skip policy for non-finite values).
@@ -71,6 +76,45 @@ pub struct StepEvent {
     pub lr: f64,
     /// Global gradient L2 norm before clipping (finite).
     pub grad_norm: f64,
+}
+
+/// An outer (replay-memory) step of a Recurrent-KIF round. Outer steps do not advance the
+/// task's step count: they follow inner step `step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OuterStepEvent {
+    /// Task index.
+    pub task: usize,
+    /// The inner step this outer step follows (the round's last inner step).
+    pub step: usize,
+    /// Outer steps within the task so far, this one included (from 1).
+    pub outer_step: usize,
+    /// Mean training loss of the memory batch (finite).
+    pub loss: f64,
+    /// Learning rate the step used.
+    pub lr: f64,
+    /// Global gradient L2 norm before clipping (finite).
+    pub grad_norm: f64,
+}
+
+/// Which loop a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepPhase {
+    /// A step on the task's own data.
+    #[default]
+    Inner,
+    /// A step on the replay memory.
+    Outer,
+}
+
+impl StepPhase {
+    /// `inner` or `outer`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepPhase::Inner => "inner",
+            StepPhase::Outer => "outer",
+        }
+    }
 }
 
 /// A Recurrent-KIF round. Shares are fractions of all LoRA elements and sum to 1.
@@ -125,8 +169,12 @@ pub struct RoundTimings {
 pub struct SkippedStep {
     /// Task index.
     pub task: usize,
-    /// The step that was skipped, within the task, from 1.
+    /// The step that was skipped, within the task, from 1; for an outer step, the inner
+    /// step it followed.
     pub step: usize,
+    /// Inner or outer (absent in version 1 logs: inner).
+    #[serde(default)]
+    pub phase: StepPhase,
     /// Why, naming the tensor or value (`non-finite gradient in ...`).
     pub reason: String,
     /// The loss, null when it was not finite or not computed.
@@ -185,6 +233,11 @@ impl Event {
                 ("lr", finite(s.lr)),
                 ("grad_norm", finite(s.grad_norm)),
             ],
+            Event::OuterStep(s) => vec![
+                ("loss", finite(s.loss)),
+                ("lr", finite(s.lr)),
+                ("grad_norm", finite(s.grad_norm)),
+            ],
             Event::Round(r) => vec![
                 ("shares.inner_only", finite(r.shares.inner_only)),
                 ("shares.outer_only", finite(r.shares.outer_only)),
@@ -212,6 +265,7 @@ impl Event {
         match self {
             Event::TaskStart(_) => "task_start",
             Event::Step(_) => "step",
+            Event::OuterStep(_) => "outer_step",
             Event::Round(_) => "round",
             Event::SkippedStep(_) => "skipped_step",
             Event::ValLoss(_) => "val_loss",
@@ -517,9 +571,18 @@ mod tests {
             Event::SkippedStep(SkippedStep {
                 task: 1,
                 step: 9,
+                phase: StepPhase::Outer,
                 reason: "non-finite gradient in lora_A".into(),
                 loss: None,
                 grad_norm: None,
+            }),
+            Event::OuterStep(OuterStepEvent {
+                task: 1,
+                step: 8,
+                outer_step: 3,
+                loss: 1.5,
+                lr: 2e-4,
+                grad_norm: 0.7,
             }),
             Event::Eval(EvalEvent {
                 after_task: 0,
@@ -534,6 +597,24 @@ mod tests {
                 seconds: 60.0,
             }),
         ]
+    }
+
+    #[test]
+    fn version_1_log_reads_with_inner_skipped_steps() {
+        let text = concat!(
+            r#"{"kind":"header","schema_version":1,"rkif_version":"0.1.0"}"#,
+            "\n",
+            r#"{"kind":"step","task":0,"step":1,"loss":2.0,"lr":0.001,"grad_norm":1.0}"#,
+            "\n",
+            r#"{"kind":"skipped_step","task":0,"step":2,"reason":"x","loss":null,"grad_norm":null}"#,
+            "\n",
+        );
+        let log = parse_events(Path::new("old.jsonl"), text.as_bytes()).unwrap();
+        assert_eq!(log.header.unwrap().schema_version, 1);
+        match &log.events[1] {
+            Event::SkippedStep(s) => assert_eq!(s.phase, StepPhase::Inner),
+            other => panic!("expected a skipped step, got {other:?}"),
+        }
     }
 
     #[test]
@@ -676,6 +757,7 @@ mod tests {
         let skipped = Event::SkippedStep(SkippedStep {
             task: 0,
             step: 1,
+            phase: StepPhase::Inner,
             reason: "non-finite loss".into(),
             loss: Some(f64::NAN),
             grad_norm: Some(2.0),

@@ -511,6 +511,7 @@ fn step_offsets(events: &EventLog) -> Vec<usize> {
         match event {
             Event::TaskStart(s) => note(s.task, s.planned_steps),
             Event::Step(s) => note(s.task, s.step),
+            Event::OuterStep(s) => note(s.task, s.step),
             Event::Round(r) => note(r.task, r.step),
             Event::SkippedStep(s) => note(s.task, s.step),
             Event::ValLoss(v) => note(v.task, v.step),
@@ -605,12 +606,14 @@ fn bin_last(values: &[usize], bin: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Training loss per step (averaged over bins of steps beyond [`MAX_CURVE_POINTS`] steps),
-/// validation loss where measured, and the learning rate (second
-/// axis), on the run-wide step axis; dotted lines mark task boundaries.
+/// Training loss per inner step and per outer (replay-memory) step, each averaged over bins
+/// of steps beyond [`MAX_CURVE_POINTS`] steps, validation loss where measured, and the
+/// learning rate (second axis), on the run-wide step axis (an outer step sits at the inner
+/// step it follows); dotted lines mark task boundaries.
 pub fn training_curves(events: &EventLog) -> Figure {
     let offsets = step_offsets(events);
     let (mut sx, mut loss, mut lr) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ox, mut outer) = (Vec::new(), Vec::new());
     let (mut vx, mut val) = (Vec::new(), Vec::new());
     for event in &events.events {
         match event {
@@ -618,6 +621,10 @@ pub fn training_curves(events: &EventLog) -> Figure {
                 sx.push(global_step(&offsets, s.task, s.step));
                 loss.push(s.loss);
                 lr.push(s.lr);
+            }
+            Event::OuterStep(s) => {
+                ox.push(global_step(&offsets, s.task, s.step));
+                outer.push(s.loss);
             }
             Event::ValLoss(v) => {
                 vx.push(global_step(&offsets, v.task, v.step));
@@ -629,6 +636,8 @@ pub fn training_curves(events: &EventLog) -> Figure {
     // Thousands of SVG points make the page slow to draw and no easier to read.
     let bin = sx.len().div_ceil(MAX_CURVE_POINTS).max(1);
     let (sx, loss, lr) = (bin_last(&sx, bin), bin_mean(&loss, bin), bin_mean(&lr, bin));
+    let outer_bin = ox.len().div_ceil(MAX_CURVE_POINTS).max(1);
+    let (ox, outer) = (bin_last(&ox, outer_bin), bin_mean(&outer, outer_bin));
     let title = match bin {
         1 => "Training curves".to_owned(),
         n => format!("Training curves (loss and learning rate: means over {n} steps)"),
@@ -643,7 +652,9 @@ pub fn training_curves(events: &EventLog) -> Figure {
         .collect();
     Figure {
         data: vec![
-            json!({ "type": "scatter", "mode": "lines", "name": "training loss", "x": sx, "y": loss }),
+            json!({ "type": "scatter", "mode": "lines", "name": "training loss (inner steps)", "x": sx, "y": loss }),
+            json!({ "type": "scatter", "mode": "markers", "name": "replay loss (outer steps)", "x": ox, "y": outer,
+                    "marker": { "size": 4 } }),
             json!({ "type": "scatter", "mode": "lines+markers", "name": "validation loss", "x": vx, "y": val }),
             json!({ "type": "scatter", "mode": "lines", "name": "learning rate", "x": sx, "y": lr, "yaxis": "y2",
                     "line": { "dash": "dash" } }),
@@ -663,7 +674,7 @@ pub fn training_curves(events: &EventLog) -> Figure {
 mod tests {
     use super::*;
     use crate::eval::{AccuracyMatrix, TaskAccuracy};
-    use crate::report::events::{RoundEvent, RoundTimings, StepEvent, ValLoss};
+    use crate::report::events::{OuterStepEvent, RoundEvent, RoundTimings, StepEvent, ValLoss};
     use crate::report::importance::{downsample_mean, ModuleImportance, ScoreSummary};
 
     fn metrics() -> MetricsFile {
@@ -823,6 +834,14 @@ mod tests {
                 step(0, 1),
                 step(0, 2),
                 step(1, 1),
+                Event::OuterStep(OuterStepEvent {
+                    task: 1,
+                    step: 1,
+                    outer_step: 1,
+                    loss: 0.7,
+                    lr: 1e-4,
+                    grad_norm: 1.0,
+                }),
                 round(1, 1),
                 Event::ValLoss(ValLoss {
                     task: 1,
@@ -866,7 +885,10 @@ mod tests {
     fn curves_and_fusion_use_a_run_wide_step_axis() {
         let curves = training_curves(&log());
         assert_eq!(curves.data[0]["x"], json!([1, 2, 3]));
+        // Outer steps sit at the inner step they follow; validation after them.
         assert_eq!(curves.data[1]["x"], json!([3]));
+        assert_eq!(curves.data[1]["y"], json!([0.7]));
+        assert_eq!(curves.data[2]["x"], json!([3]));
         assert_eq!(curves.layout["shapes"][0]["x0"], json!(2));
         let fusion = fusion_shares(&log());
         assert_eq!(fusion.data.len(), 5);

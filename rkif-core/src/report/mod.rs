@@ -45,8 +45,8 @@ pub mod site;
 pub use atomic::{parse_json, read_json, write_atomic, write_json};
 pub use events::{
     parse_events, read_events, EvalEvent, Event, EventLog, EventWriter, FusionShares, LogHeader,
-    RoundEvent, RoundTimings, SkippedStep, StepEvent, TaskEnd, TaskStart, ValLoss,
-    EVENTS_SCHEMA_VERSION,
+    OuterStepEvent, RoundEvent, RoundTimings, SkippedStep, StepEvent, StepPhase, TaskEnd,
+    TaskStart, ValLoss, EVENTS_SCHEMA_VERSION,
 };
 pub use importance::{
     downsample_mean, ElementGrid, ImportanceMap, ImportanceSnapshot, LoraFactor, ModuleImportance,

@@ -22,6 +22,7 @@
 //! An error leaves the session usable: nothing is committed to the adapter or the matrix
 //! unless the whole step succeeded.
 
+mod guard;
 mod run;
 mod state;
 mod values;
@@ -36,14 +37,19 @@ use crate::config::{Method, RunConfig, Selection};
 use crate::data::{validation_set, Benchmark, Example, FileHash, TaskData};
 use crate::eval::{score_predictions, AccuracyMatrix};
 use crate::kif::{
-    fuse, global_mask, FusionTensor, ImportanceConfig, ImportanceTracker, ParamGrad, Sensitivity,
+    fuse, global_mask, FusionTensor, ImportanceConfig, ImportanceTracker, Sensitivity,
 };
 use crate::model::backbone::{Lengths, Model};
 use crate::model::SharedRng;
-use crate::report::{EvalEvent, Event, RoundEvent, RoundTimings, StepEvent, TaskEnd, TaskStart};
-use crate::train::{Gradients, Learner};
+use crate::report::{
+    EvalEvent, Event, OuterStepEvent, RoundEvent, RoundTimings, StepEvent, StepPhase, TaskEnd,
+    TaskStart,
+};
+use crate::train::Learner;
 use crate::{Error, Result};
 
+#[doc(hidden)]
+pub use guard::Fault;
 pub use run::RunWriter;
 pub use state::TaskState;
 pub use values::{
@@ -89,6 +95,8 @@ pub struct Session {
     run: Option<RunWriter>,
     benchmark_name: String,
     step_hook: Option<StepHook>,
+    /// A fault to inject (tests of the numerical guards).
+    fault: Option<guard::PendingFault>,
 }
 
 /// `(delta_in, delta_out)` of one LoRA tensor in a round.
@@ -161,6 +169,7 @@ impl Session {
             tasl_scores: None,
             run: None,
             step_hook: None,
+            fault: None,
         })
     }
 
@@ -371,42 +380,17 @@ impl Session {
     }
 
     /// Up to `n` optimiser steps on the task's own data, each followed by an update of the
-    /// inner importance tracker. Stops early at the task's step budget.
+    /// inner importance tracker. Stops early at the task's step budget. Under the skip
+    /// policy a skipped step is not one of the `n` (the next batch is tried instead).
     pub fn inner_steps(&mut self, n: usize) -> Result<StepsReport> {
-        let eff = self.config.optim.effective_batch();
-        let val_every = self.config.eval.val_every;
-        let select_best = self.config.eval.select == Selection::BestVal;
         let mut records = Vec::new();
-        for _ in 0..n {
+        while records.len() < n {
             let st = self.current_mut()?;
             if st.step >= st.planned {
                 break;
             }
-            let batch = st.next_batch(eff);
-            let refs: Vec<&Example> = batch.iter().collect();
-            let (rec, grads) = self.learner.step(&refs)?;
-            let params = self.learner.params().to_vec();
-            let st = self
-                .current
-                .as_mut()
-                .ok_or_else(|| Error::Data("task vanished".into()))?;
-            update_tracker(&mut st.inner, &params, &grads)?;
-            st.step += 1;
-            let (task, step, planned) = (st.index, st.step, st.planned);
-            st.record_loss(rec.loss);
-            if let Some(hook) = self.step_hook.as_mut() {
-                hook(task, step, planned, rec.loss);
-            }
-            records.push(rec);
-            self.log(Event::Step(StepEvent {
-                task,
-                step,
-                loss: rec.loss,
-                lr: rec.lr,
-                grad_norm: rec.grad_norm,
-            }))?;
-            if select_best && step % val_every == 0 {
-                self.validate()?;
+            if let Some(rec) = self.one_inner_step()? {
+                records.push(rec);
             }
         }
         let st = self
@@ -426,15 +410,39 @@ impl Session {
         })
     }
 
+    /// One guarded inner step with its bookkeeping (event, hook, validation); `None` when
+    /// it was skipped.
+    fn one_inner_step(&mut self) -> Result<Option<crate::train::StepRecord>> {
+        let eff = self.config.optim.effective_batch();
+        let batch = self.current_mut()?.next_batch(eff);
+        let Some(rec) = self.guarded_step(StepPhase::Inner, &batch)? else {
+            return Ok(None);
+        };
+        let st = self.current_mut()?;
+        st.step += 1;
+        let (task, step, planned) = (st.index, st.step, st.planned);
+        st.record_loss(rec.loss);
+        if let Some(hook) = self.step_hook.as_mut() {
+            hook(task, step, planned, rec.loss);
+        }
+        self.log(Event::Step(StepEvent {
+            task,
+            step,
+            loss: rec.loss,
+            lr: rec.lr,
+            grad_norm: rec.grad_norm,
+        }))?;
+        if self.config.eval.select == Selection::BestVal && step % self.config.eval.val_every == 0 {
+            self.validate()?;
+        }
+        Ok(Some(rec))
+    }
+
     /// `m` steps on random memory batches (the outer loop), each followed by an update of
     /// the outer importance tracker. The first outer step of a round remembers the
     /// parameters after the inner steps (`theta_k`), from which `delta_out` is measured.
     pub fn outer_steps(&mut self, m: usize) -> Result<StepsReport> {
         let batch_size = self.config.kif.memory_batch;
-        let separate_lr = match self.config.kif.outer_optimizer {
-            crate::config::OuterOptimizer::Separate { lr } => Some(lr),
-            crate::config::OuterOptimizer::Shared => None,
-        };
         {
             let st = self.current_mut()?;
             if st.memory.is_empty() {
@@ -449,27 +457,23 @@ impl Session {
             self.current_mut()?.theta_k = Some(snap);
         }
         let mut records = Vec::new();
-        for _ in 0..m {
-            let st = self.current_mut()?;
-            let batch = st.memory_batch(batch_size);
-            let refs: Vec<&Example> = batch.iter().collect();
-            let (rec, grads) = match separate_lr {
-                Some(lr) => {
-                    let mut opt = st
-                        .outer_opt
-                        .take()
-                        .ok_or_else(|| Error::Data("outer optimiser missing".into()))?;
-                    let out = self.learner.step_with(&mut opt, lr, &refs);
-                    self.current_mut()?.outer_opt = Some(opt);
-                    out?
-                }
-                None => self.learner.shared_step(&refs)?,
+        while records.len() < m {
+            let batch = self.current_mut()?.memory_batch(batch_size);
+            let Some(rec) = self.guarded_step(StepPhase::Outer, &batch)? else {
+                continue;
             };
-            let params = self.learner.params().to_vec();
             let st = self.current_mut()?;
-            update_tracker(&mut st.outer, &params, &grads)?;
             st.outer_steps += 1;
+            let (task, step, outer_step) = (st.index, st.step, st.outer_steps);
             records.push(rec);
+            self.log(Event::OuterStep(OuterStepEvent {
+                task,
+                step,
+                outer_step,
+                loss: rec.loss,
+                lr: rec.lr,
+                grad_norm: rec.grad_norm,
+            }))?;
         }
         let st = self
             .current
@@ -574,6 +578,7 @@ impl Session {
         let q = self.config.kif.quantile;
         let table = self.config.kif.fusion;
         let params = self.learner.params().to_vec();
+        let fault = self.take_fault(|f| matches!(f, guard::Fault::Fusion(_)));
         let st = self
             .current
             .as_ref()
@@ -607,6 +612,20 @@ impl Session {
                 outer_mask: &om.mask,
             });
         }
+        let poisoned = match fault {
+            Some(guard::Fault::Fusion(name)) => inputs
+                .iter()
+                .position(|t| t.name == name)
+                .map(|i| Ok::<_, Error>((i, deltas[i].1.affine(0.0, f64::NAN)?)))
+                .transpose()?,
+            _ => None,
+        };
+        if let Some((i, bad)) = &poisoned {
+            if let Some(t) = inputs.get_mut(*i) {
+                t.delta_out = bad;
+            }
+        }
+        // A non-finite fused value is refused here, before anything is written.
         let fusion = fuse(&table, &inputs)?;
         if let Some(run) = self.run.as_mut() {
             run.maybe_save_round_importance(st.index, st.round + 1, st.step, st, &params, q)?;
@@ -670,16 +689,17 @@ impl Session {
             steps: st.step,
             outer_steps: st.outer_steps,
             rounds: st.round,
+            skipped_steps: st.skipped,
             mean_loss_last: st.recent_loss(),
             selected_step: selected.map(|s| s.0),
             selected_val_loss: selected.map(|s| s.1),
             seconds: started.elapsed().as_secs_f64(),
         };
-        let (task, steps) = (st.index, st.step);
+        let (task, steps, skipped_steps) = (st.index, st.step, st.skipped);
         self.log(Event::TaskEnd(TaskEnd {
             task,
             steps,
-            skipped_steps: 0,
+            skipped_steps,
             seconds: summary.seconds,
         }))?;
         if let Some(run) = self.run.as_mut() {
@@ -838,26 +858,6 @@ impl Session {
         self.next_task = next_task;
         self.matrix = matrix;
     }
-}
-
-fn update_tracker(
-    tracker: &mut ImportanceTracker,
-    params: &[crate::model::LoraParam],
-    grads: &Gradients,
-) -> Result<()> {
-    let values: Vec<candle_core::Tensor> =
-        params.iter().map(|p| p.var.as_tensor().clone()).collect();
-    let mut step = Vec::with_capacity(params.len());
-    for (p, v) in params.iter().zip(&values) {
-        if let Some(g) = grads.get(&p.name) {
-            step.push(ParamGrad {
-                name: &p.name,
-                param: v,
-                grad: g,
-            });
-        }
-    }
-    tracker.update(&step)
 }
 
 fn sensitivity(kind: crate::config::ImportanceKind) -> Sensitivity {

@@ -42,6 +42,8 @@ pub struct TaskState {
     pub outer_steps: usize,
     /// Rounds fused.
     pub round: usize,
+    /// Steps (inner and outer) skipped by the skip policy for non-finite values.
+    pub skipped: usize,
     pub inner: ImportanceTracker,
     pub outer: ImportanceTracker,
     /// The adapter at the start of the round.
@@ -93,6 +95,7 @@ impl TaskState {
             planned,
             outer_steps: 0,
             round: 0,
+            skipped: 0,
             inner,
             outer,
             start_values: anchor.clone(),

@@ -215,6 +215,8 @@ pub struct TaskSummary {
     pub steps: usize,
     pub outer_steps: usize,
     pub rounds: usize,
+    /// Steps (inner and outer) skipped by the skip policy for non-finite values.
+    pub skipped_steps: usize,
     /// Mean loss of the last inner steps.
     pub mean_loss_last: Option<f64>,
     /// With `best-val`: the step whose adapter was kept and its validation loss.

@@ -22,6 +22,25 @@ pub struct StepRecord {
     pub grad_norm: f64,
 }
 
+/// Which optimiser a step uses.
+#[derive(Debug)]
+pub enum StepOptimizer<'a> {
+    /// The task's AdamW at the scheduled rate; the schedule advances.
+    Scheduled,
+    /// The task's AdamW at the current rate; the schedule does not advance.
+    Shared,
+    /// Another AdamW at a fixed rate (a separate outer learner).
+    Separate { opt: &'a mut AdamW, lr: f64 },
+}
+
+/// The learner's state before a step, to undo it (see [`Learner::mark`]).
+#[derive(Debug, Clone)]
+pub struct LearnerMark {
+    values: Vec<Tensor>,
+    opt: super::AdamWState,
+    task_steps: u64,
+}
+
 /// The model and the optimisation state of the task being trained.
 #[derive(Debug)]
 pub struct Learner {
@@ -144,18 +163,56 @@ impl Learner {
     /// schedule. Returns the step record and the (clipped) gradients the step used, for the
     /// importance trackers.
     pub fn step(&mut self, examples: &[&Example]) -> Result<(StepRecord, Gradients)> {
-        let out = self.shared_step(examples)?;
-        self.task_steps += 1;
-        Ok(out)
+        let (loss, grads) = self.gradients(examples)?;
+        self.apply(loss, grads, StepOptimizer::Scheduled)
     }
 
     /// A step with the task's optimiser (shared moments) at the current rate, without
     /// advancing the schedule: the reference's outer step on T5.
     pub fn shared_step(&mut self, examples: &[&Example]) -> Result<(StepRecord, Gradients)> {
-        let (loss, mut grads) = self.gradients(examples)?;
+        let (loss, grads) = self.gradients(examples)?;
+        self.apply(loss, grads, StepOptimizer::Shared)
+    }
+
+    /// One step with another optimiser at a fixed learning rate (a separate outer learner).
+    pub fn step_with(
+        &mut self,
+        opt: &mut AdamW,
+        lr: f64,
+        examples: &[&Example],
+    ) -> Result<(StepRecord, Gradients)> {
+        let (loss, grads) = self.gradients(examples)?;
+        self.apply(loss, grads, StepOptimizer::Separate { opt, lr })
+    }
+
+    /// Apply gradients computed by [`Learner::gradients`] with the loss they came from: clip
+    /// them and step `which` optimiser. A non-finite loss or gradient is an error naming it,
+    /// found before anything changes. Returns the record and the clipped gradients.
+    pub fn apply(
+        &mut self,
+        loss: f64,
+        mut grads: Gradients,
+        which: StepOptimizer<'_>,
+    ) -> Result<(StepRecord, Gradients)> {
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                name: "loss".into(),
+                what: format!("the training loss of the step is {loss}"),
+            });
+        }
         let grad_norm = grads.clip_global_norm(self.optim.max_grad_norm)?;
-        let lr = self.current_lr();
-        self.opt.step(&grads, lr)?;
+        let lr = match &which {
+            StepOptimizer::Separate { lr, .. } => *lr,
+            _ => self.current_lr(),
+        };
+        match which {
+            StepOptimizer::Scheduled => {
+                self.opt.step(&grads, lr)?;
+                self.task_steps += 1;
+            }
+            StepOptimizer::Shared => self.opt.step(&grads, lr)?,
+            StepOptimizer::Separate { opt, .. } => opt.step(&grads, lr)?,
+        }
         Ok((
             StepRecord {
                 loss,
@@ -166,24 +223,33 @@ impl Learner {
         ))
     }
 
-    /// One step with another optimiser at a fixed learning rate (a separate outer learner).
-    pub fn step_with(
-        &self,
-        opt: &mut AdamW,
-        lr: f64,
-        examples: &[&Example],
-    ) -> Result<(StepRecord, Gradients)> {
-        let (loss, mut grads) = self.gradients(examples)?;
-        let grad_norm = grads.clip_global_norm(self.optim.max_grad_norm)?;
-        opt.step(&grads, lr)?;
-        Ok((
-            StepRecord {
-                loss,
-                lr,
-                grad_norm,
-            },
-            grads,
-        ))
+    /// What [`Learner::rollback`] needs to undo the steps taken after this call: the LoRA
+    /// values (copied), the optimiser state (shared: moments are never changed in place) and
+    /// the schedule position.
+    pub fn mark(&self) -> Result<LearnerMark> {
+        Ok(LearnerMark {
+            values: self.snapshot()?,
+            opt: self.opt.state()?,
+            task_steps: self.task_steps,
+        })
+    }
+
+    /// Return to the state of `mark` (a step whose result was refused).
+    pub fn rollback(&mut self, mark: &LearnerMark) -> Result<()> {
+        self.restore(&mark.values)?;
+        self.opt.restore(&mark.opt)?;
+        self.task_steps = mark.task_steps;
+        Ok(())
+    }
+
+    /// The task's optimiser, mutable (resuming from a mid-task checkpoint).
+    pub(crate) fn optimizer_mut(&mut self) -> &mut AdamW {
+        &mut self.opt
+    }
+
+    /// Set the schedule position (resuming from a mid-task checkpoint).
+    pub(crate) fn set_task_steps(&mut self, steps: u64) {
+        self.task_steps = steps;
     }
 
     /// A fresh AdamW over the same tensors (for a separate outer optimiser).

@@ -24,7 +24,7 @@ pub mod step;
 
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use grads::{GradAccumulator, Gradients};
-pub use learner::{Learner, StepRecord};
+pub use learner::{Learner, LearnerMark, StepOptimizer, StepRecord};
 pub use params::NamedParam;
 pub use schedule::LinearWarmupSchedule;
 pub use step::{clipped_step, StepStats};
