@@ -45,6 +45,11 @@ pub enum Error {
     #[error("non-finite value in `{name}` ({what})")]
     NonFinite { name: String, what: String },
 
+    /// Training stopped at a safe point because a stop was requested (Ctrl-C). A checkpoint
+    /// was written first when the session has a run folder; resuming continues from it.
+    #[error("interrupted at task {task}, step {step}: a stop was requested")]
+    Interrupted { task: usize, step: usize },
+
     /// A model or tokenizer could not be loaded.
     #[error("model: {0}")]
     Model(String),

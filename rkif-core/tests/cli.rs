@@ -28,6 +28,10 @@ fn tiny_model(dir: &Path) {
 }
 
 fn write_config(dir: &Path, model: &Path) -> PathBuf {
+    write_config_with(dir, model, 48)
+}
+
+fn write_config_with(dir: &Path, model: &Path, max_train: usize) -> PathBuf {
     let text = format!(
         r#"method = "rkif"
 seed = 3
@@ -59,13 +63,14 @@ max_examples_per_task = 4
 max_new_tokens = 2
 val_every = 2
 [data]
-max_train_per_task = 48
+max_train_per_task = {}
 dir = "{}"
 "#,
         model.display(),
+        max_train,
         rkif_core::session::default_benchmark_dir().display()
     );
-    let path = dir.join("run.toml");
+    let path = dir.join(format!("run-{max_train}.toml"));
     std::fs::write(&path, text).expect("config");
     path
 }
@@ -158,4 +163,83 @@ fn bad_config_names_the_field() {
         !out.status.success() && err.contains("learning_rate"),
         "{err}"
     );
+}
+
+#[test]
+fn ctrl_c_saves_mid_task_and_a_rerun_resumes_to_the_same_metrics() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("model");
+    tiny_model(&model);
+    // Long enough tasks (20 steps) that the signal lands inside one.
+    let config = write_config_with(tmp.path(), &model, 160);
+    let run = |out: &Path| {
+        rkif()
+            .args(["run", "--method", "rkif", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("rkif runs")
+    };
+    let whole = tmp.path().join("whole");
+    let out = run(&whole);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = std::fs::read_to_string(whole.join("rkif/metrics.json")).expect("metrics");
+
+    let stopped = tmp.path().join("stopped");
+    let child = rkif()
+        .args(["run", "--method", "rkif", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&stopped)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // SIGINT once the second task has taken a step.
+    let events = stopped.join("rkif/events.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        if text.contains(r#""kind":"step","task":1"#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second task never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("To resume, run the same command again"),
+        "{stderr}"
+    );
+    let state = std::fs::read_to_string(stopped.join("rkif/checkpoint/state.json"))
+        .expect("checkpoint state");
+    let state: serde_json::Value = serde_json::from_str(&state).expect("json");
+    assert!(
+        state["mid_task"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("task-1-")),
+        "expected a mid-task checkpoint of task 1: {state}"
+    );
+
+    let out = run(&stopped);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    let resumed = std::fs::read_to_string(stopped.join("rkif/metrics.json")).expect("metrics");
+    assert_eq!(resumed, expected);
 }

@@ -290,3 +290,79 @@ fn skip_policy_counts_skipped_steps_and_goes_on() -> rkif_core::Result<()> {
     assert!(err.contains("optim.max_skipped_steps = 2"), "{err}");
     Ok(())
 }
+
+/// The mid-task checkpoint `checkpoint/state.json` names, if any.
+fn mid_task_checkpoint(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("checkpoint/state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["mid_task"].as_str().map(String::from)
+}
+
+#[test]
+fn stop_mid_task_then_resume_gives_the_same_metrics() -> rkif_core::Result<()> {
+    use rkif_core::session::RunOutcome;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().map_err(|e| rkif_core::Error::io("tempdir", e))?;
+    for method in Method::ALL {
+        let mut cfg = config(method);
+        // Rounds of two inner steps, so a stop asked mid-round waits for the round's end.
+        cfg.kif.inner_steps = 2;
+        cfg.data.max_train_per_task = Some(40);
+        let whole = tmp.path().join(format!("{}-whole", method.name()));
+        let mut s = Session::with_run_dir(cfg.clone(), &whole)?;
+        assert_eq!(s.run_all(|_, _| {})?, RunOutcome::Finished);
+        let expected = std::fs::read_to_string(whole.join("metrics.json"))
+            .map_err(|e| rkif_core::Error::io(&whole, e))?;
+
+        // Ask for a stop after the first inner step of the last task (MTL: of its one phase).
+        let dir = tmp.path().join(method.name());
+        let mut s = Session::with_run_dir(cfg, &dir)?;
+        let last = s.tasks().len() - 1;
+        let stop = Arc::new(AtomicBool::new(false));
+        s.set_stop_flag(stop.clone());
+        let hook_stop = stop.clone();
+        s.set_step_hook(Box::new(move |task, step, _, _| {
+            if task == last && step == 1 {
+                hook_stop.store(true, Ordering::SeqCst);
+            }
+        }));
+        let outcome = s.run_all(|_, _| {})?;
+        let stopped_at = match outcome {
+            RunOutcome::Interrupted { task, step, .. } => (task, step),
+            other => panic!("{}: expected an interruption, got {other:?}", method.name()),
+        };
+        let rounds = matches!(
+            method,
+            Method::Rkif | Method::RkifNoFusion | Method::RkifFuseOnce
+        );
+        // With rounds the stop waits for the round's end; otherwise it is the next step.
+        let expected_step = if rounds { 2 } else { 1 };
+        assert_eq!(stopped_at, (last, expected_step), "{}", method.name());
+        assert!(
+            mid_task_checkpoint(&dir).is_some(),
+            "{}: no mid-task checkpoint",
+            method.name()
+        );
+        drop(s);
+
+        let mut s = Session::resume(&dir)?;
+        assert_eq!(
+            s.current().map(|t| (t.index, t.step)),
+            Some((last, expected_step)),
+            "{}: resumed elsewhere",
+            method.name()
+        );
+        assert_eq!(s.run_all(|_, _| {})?, RunOutcome::Finished);
+        let resumed = std::fs::read_to_string(dir.join("metrics.json"))
+            .map_err(|e| rkif_core::Error::io(&dir, e))?;
+        assert_eq!(
+            resumed,
+            expected,
+            "{}: resumed run ended elsewhere",
+            method.name()
+        );
+        assert_eq!(mid_task_checkpoint(&dir), None, "finished task clears it");
+    }
+    Ok(())
+}

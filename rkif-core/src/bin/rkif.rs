@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -14,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rkif_core::config::{Method, ModelSource, RunConfig};
 use rkif_core::data::Benchmark;
 use rkif_core::eval::AccuracyMatrix;
-use rkif_core::session::Session;
+use rkif_core::session::{RunOutcome, Session};
 
 #[derive(Parser)]
 #[command(
@@ -121,11 +123,57 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("rkif: {e}");
+            ExitCode::from(INTERRUPTED_EXIT)
+        }
         Err(e) => {
             eprintln!("rkif: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The exit status after Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED_EXIT: u8 = 130;
+
+/// A run stopped by Ctrl-C at a safe point, its checkpoint written.
+#[derive(Debug)]
+struct Interrupted {
+    run_dir: PathBuf,
+    task: usize,
+    step: usize,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let command: Vec<String> = std::env::args().collect();
+        write!(
+            f,
+            "interrupted in task {} after step {}; checkpoint saved in {}.\n\
+             To resume, run the same command again: {}",
+            self.task,
+            self.step,
+            self.run_dir.display(),
+            command.join(" ")
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// A flag that the first Ctrl-C sets (the run stops at its next safe point, after a
+/// checkpoint); a second Ctrl-C ends the process at once.
+fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>, ctrlc::Error> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(INTERRUPTED_EXIT));
+        }
+        eprintln!("\nrkif: stopping at the next safe point (Ctrl-C again to quit at once)");
+    })?;
+    Ok(flag)
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -178,13 +226,14 @@ fn run(args: RunArgs) -> CliResult {
         print!("{}", base.to_toml()?);
         return Ok(());
     }
+    let stop = stop_on_ctrl_c()?;
     let mut results = Vec::new();
     for method in methods {
         let mut cfg = base.clone();
         cfg.method = method;
         let dir = args.out.join(method.name());
         let started = Instant::now();
-        let matrix = run_one(cfg, &dir)?;
+        let matrix = run_one(cfg, &dir, &stop)?;
         results.push((method, matrix, started.elapsed().as_secs_f64(), dir));
     }
     println!();
@@ -200,8 +249,13 @@ fn run(args: RunArgs) -> CliResult {
     Ok(())
 }
 
-/// Train one method into `dir`, resuming it when it holds an unfinished run.
-fn run_one(cfg: RunConfig, dir: &Path) -> rkif_core::Result<AccuracyMatrix> {
+/// Train one method into `dir`, resuming it when it holds an unfinished run. Setting
+/// `stop` ends it at the next safe point with an [`Interrupted`] error.
+fn run_one(
+    cfg: RunConfig,
+    dir: &Path,
+    stop: &Arc<AtomicBool>,
+) -> Result<AccuracyMatrix, Box<dyn std::error::Error>> {
     let mut session = if dir.join("manifest.json").is_file() {
         eprintln!("{}: resuming", dir.display());
         Session::resume(dir)?
@@ -231,15 +285,20 @@ fn run_one(cfg: RunConfig, dir: &Path) -> rkif_core::Result<AccuracyMatrix> {
         hook_bar.inc(1);
         hook_bar.set_message(format!("task {task} loss {loss:.3}"));
     }));
-    session.run_all(|summary, row| {
+    session.set_stop_flag(stop.clone());
+    let outcome = session.run_all(|summary, row| {
         let acc: Vec<String> = row
             .accuracy
             .iter()
             .zip(&names)
             .filter_map(|(a, n)| a.map(|a| format!("{n} {:.1}", a * 100.0)))
             .collect();
+        let skipped = match summary.skipped_steps {
+            0 => String::new(),
+            n => format!(" ({n} skipped: non-finite values)"),
+        };
         bar.println(format!(
-            "{method}: task {} ({}) {} steps, {:.1}s; accuracy: {}",
+            "{method}: task {} ({}) {} steps{skipped}, {:.1}s; accuracy: {}",
             summary.task,
             summary.name,
             summary.steps,
@@ -248,6 +307,13 @@ fn run_one(cfg: RunConfig, dir: &Path) -> rkif_core::Result<AccuracyMatrix> {
         ));
     })?;
     bar.finish_and_clear();
+    if let RunOutcome::Interrupted { task, step, .. } = outcome {
+        return Err(Box::new(Interrupted {
+            run_dir: dir.to_path_buf(),
+            task,
+            step,
+        }));
+    }
     Ok(session.matrix().clone())
 }
 

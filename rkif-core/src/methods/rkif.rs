@@ -8,6 +8,8 @@
 //! - `rkif`: fuse every round.
 //! - `rkif-no-fusion`: the outer steps alone; the adapter keeps the outer steps' result.
 //! - `rkif-fuse-once`: the rounds' updates are summed and fused once, at the task's end.
+//!
+//! The end of each round is a safe point: a checkpoint when due, a stop when asked.
 
 use crate::config::Method;
 use crate::session::Session;
@@ -30,11 +32,11 @@ pub(crate) fn train(s: &mut Session) -> Result<()> {
             break;
         }
         let n = remaining.min(q);
-        s.inner_steps(n)?;
+        s.run_inner(n)?;
         if n < q {
             break;
         }
-        s.outer_steps(m)?;
+        s.run_outer(m)?;
         match method {
             Method::RkifNoFusion => s.end_round_without_fusion(false)?,
             Method::RkifFuseOnce => s.end_round_without_fusion(true)?,
@@ -42,6 +44,8 @@ pub(crate) fn train(s: &mut Session) -> Result<()> {
                 s.fuse()?;
             }
         }
+        // The end of a round: the one safe point of Recurrent-KIF's loop.
+        s.safe_point()?;
     }
     if method == Method::RkifFuseOnce {
         s.fuse_accumulated()?;

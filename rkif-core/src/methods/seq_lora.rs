@@ -8,7 +8,8 @@
 use crate::session::Session;
 use crate::{Error, Result};
 
-/// Optimiser steps in chunks until the task's budget is spent.
+/// Optimiser steps until the task's budget is spent; every step ends at a safe point
+/// (checkpoint when due, stop when asked).
 pub(crate) fn train(s: &mut Session) -> Result<()> {
     loop {
         let st = s
@@ -17,7 +18,7 @@ pub(crate) fn train(s: &mut Session) -> Result<()> {
         if st.step >= st.planned {
             return Ok(());
         }
-        let chunk = (st.planned - st.step).min(64);
-        s.inner_steps(chunk)?;
+        s.run_inner(1)?;
+        s.safe_point()?;
     }
 }

@@ -22,6 +22,7 @@
 //! An error leaves the session usable: nothing is committed to the adapter or the matrix
 //! unless the whole step succeeded.
 
+mod checkpoint;
 mod guard;
 mod run;
 mod state;
@@ -29,6 +30,8 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -53,7 +56,8 @@ pub use guard::Fault;
 pub use run::RunWriter;
 pub use state::TaskState;
 pub use values::{
-    EvalRow, FusionReport, ImportanceView, ModuleScore, StepsReport, TaskPlan, TaskSummary,
+    EvalRow, FusionReport, ImportanceView, ModuleScore, RunOutcome, StepsReport, TaskPlan,
+    TaskSummary,
 };
 
 /// Seeds of every generator a run uses, derived from the root seed and recorded in the
@@ -97,6 +101,8 @@ pub struct Session {
     step_hook: Option<StepHook>,
     /// A fault to inject (tests of the numerical guards).
     fault: Option<guard::PendingFault>,
+    /// Set (by a Ctrl-C handler, or a notebook) to stop at the next safe point.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// `(delta_in, delta_out)` of one LoRA tensor in a round.
@@ -170,6 +176,7 @@ impl Session {
             run: None,
             step_hook: None,
             fault: None,
+            stop: None,
         })
     }
 
@@ -181,12 +188,14 @@ impl Session {
         Ok(s)
     }
 
-    /// Resume the run in `dir` from its last checkpoint (the end of the last finished
-    /// task): the config comes from the manifest, the adapter, dropout generator, TaSL
-    /// scores and accuracy matrix from the checkpoint, and the event log is cut back to
-    /// match. An unfinished task is redone from its start.
+    /// Resume the run in `dir` from its last checkpoint: the config comes from the
+    /// manifest; the adapter, dropout generator, TaSL scores and accuracy matrix from the
+    /// checkpoint of the last finished task; and, when the run stopped inside a task, that
+    /// task from its latest mid-task checkpoint (optimiser moments, data position,
+    /// generators, importance trackers, best-validation state). The event log is cut back
+    /// to match. Steps after the latest checkpoint are redone exactly as they first ran.
     pub fn resume(dir: &Path) -> Result<Session> {
-        let (writer, state) = RunWriter::reopen(dir)?;
+        let (writer, state, mid) = RunWriter::reopen(dir)?;
         let manifest_path = writer.dir().manifest_path();
         let mut config_value = writer.manifest().config.clone();
         if let serde_json::Value::Object(map) = &mut config_value {
@@ -196,7 +205,9 @@ impl Session {
             .map_err(|e| Error::format(&manifest_path, format!("config: {e}")))?;
         let mut s = Session::new(config)?;
         if let Some(state) = state {
-            run::load_checkpoint_adapter(&mut s, dir, &state)?;
+            if !state.adapter.is_empty() {
+                run::load_checkpoint_adapter(&mut s, dir, &state)?;
+            }
             s.model().rng().restore(state.dropout_rng.clone());
             s.tasl_scores = state.tasl_scores.clone();
             let matrix = state.metrics.matrix().map_err(|e| {
@@ -204,8 +215,52 @@ impl Session {
             })?;
             s.set_progress(state.tasks_done, matrix);
         }
+        if let Some((mid_dir, mid)) = mid {
+            s.prepare_task()?;
+            checkpoint::restore(&mut s, &mid_dir, &mid)?;
+        }
         s.run = Some(writer);
         Ok(s)
+    }
+
+    /// Stop at the next safe point once `flag` is set: a checkpoint is written (with a run
+    /// folder) and the training call returns [`Error::Interrupted`] ([`Session::run_all`]:
+    /// [`RunOutcome::Interrupted`]). The session stays usable; clear the flag to go on.
+    pub fn set_stop_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// A safe point of a method's loop (the end of a round; any step without rounds): a
+    /// mid-task checkpoint when one is due or a stop was requested, then the stop itself.
+    pub(crate) fn safe_point(&mut self) -> Result<()> {
+        let stop = self.stop_requested();
+        let every = self.config.optim.checkpoint_every;
+        let st = self.current_mut()?;
+        let (task, step) = (st.index, st.step);
+        let due = step >= st.last_checkpoint + every && step < st.planned;
+        if (stop || due) && self.run.is_some() {
+            self.write_checkpoint()?;
+        }
+        if stop {
+            return Err(Error::Interrupted { task, step });
+        }
+        Ok(())
+    }
+
+    /// Write a mid-task checkpoint now (only at a safe point: between rounds).
+    fn write_checkpoint(&mut self) -> Result<()> {
+        if let Some(mut run) = self.run.take() {
+            let saved = run.save_mid_task(self);
+            self.run = Some(run);
+            saved?;
+        }
+        let st = self.current_mut()?;
+        st.last_checkpoint = st.step;
+        Ok(())
     }
 
     /// Call `hook` after every inner step (progress bars, live plots).
@@ -287,6 +342,19 @@ impl Session {
     /// validation set, a fresh optimiser and schedule. For joint training (MTL) the one
     /// "task" is all tasks at once.
     pub fn start_task(&mut self) -> Result<TaskPlan> {
+        let plan = self.prepare_task()?;
+        self.log(Event::TaskStart(TaskStart {
+            task: plan.task,
+            name: plan.name.clone(),
+            train_examples: plan.pool,
+            memory_examples: plan.memory,
+            planned_steps: plan.planned_steps,
+        }))?;
+        Ok(plan)
+    }
+
+    /// [`Session::start_task`] without the event (resuming rebuilds a task's data this way).
+    fn prepare_task(&mut self) -> Result<TaskPlan> {
         if self.current.is_some() {
             return Err(Error::Data(
                 "a task is already being trained: finish it with train_task and evaluate".into(),
@@ -369,13 +437,6 @@ impl Session {
         );
         let plan = state.plan(self.config.method);
         self.current = Some(state);
-        self.log(Event::TaskStart(TaskStart {
-            task: plan.task,
-            name: plan.name.clone(),
-            train_examples: plan.pool,
-            memory_examples: plan.memory,
-            planned_steps: plan.planned_steps,
-        }))?;
         Ok(plan)
     }
 
@@ -383,16 +444,7 @@ impl Session {
     /// inner importance tracker. Stops early at the task's step budget. Under the skip
     /// policy a skipped step is not one of the `n` (the next batch is tried instead).
     pub fn inner_steps(&mut self, n: usize) -> Result<StepsReport> {
-        let mut records = Vec::new();
-        while records.len() < n {
-            let st = self.current_mut()?;
-            if st.step >= st.planned {
-                break;
-            }
-            if let Some(rec) = self.one_inner_step()? {
-                records.push(rec);
-            }
-        }
+        let records = self.run_inner(n)?;
         let st = self
             .current
             .as_ref()
@@ -408,6 +460,21 @@ impl Session {
                 self.config.kif.quantile,
             )?,
         })
+    }
+
+    /// The steps of [`Session::inner_steps`], without the importance view.
+    pub(crate) fn run_inner(&mut self, n: usize) -> Result<Vec<crate::train::StepRecord>> {
+        let mut records = Vec::new();
+        while records.len() < n {
+            let st = self.current_mut()?;
+            if st.step >= st.planned {
+                break;
+            }
+            if let Some(rec) = self.one_inner_step()? {
+                records.push(rec);
+            }
+        }
+        Ok(records)
     }
 
     /// One guarded inner step with its bookkeeping (event, hook, validation); `None` when
@@ -442,6 +509,26 @@ impl Session {
     /// the outer importance tracker. The first outer step of a round remembers the
     /// parameters after the inner steps (`theta_k`), from which `delta_out` is measured.
     pub fn outer_steps(&mut self, m: usize) -> Result<StepsReport> {
+        let records = self.run_outer(m)?;
+        let st = self
+            .current
+            .as_ref()
+            .ok_or_else(|| Error::Data("task vanished".into()))?;
+        Ok(StepsReport {
+            phase: "outer".into(),
+            task: st.index,
+            first_step: st.step,
+            records,
+            importance: ImportanceView::of(
+                &st.outer,
+                self.learner.params(),
+                self.config.kif.quantile,
+            )?,
+        })
+    }
+
+    /// The steps of [`Session::outer_steps`], without the importance view.
+    pub(crate) fn run_outer(&mut self, m: usize) -> Result<Vec<crate::train::StepRecord>> {
         let batch_size = self.config.kif.memory_batch;
         {
             let st = self.current_mut()?;
@@ -475,21 +562,7 @@ impl Session {
                 grad_norm: rec.grad_norm,
             }))?;
         }
-        let st = self
-            .current
-            .as_ref()
-            .ok_or_else(|| Error::Data("task vanished".into()))?;
-        Ok(StepsReport {
-            phase: "outer".into(),
-            task: st.index,
-            first_step: st.step,
-            records,
-            importance: ImportanceView::of(
-                &st.outer,
-                self.learner.params(),
-                self.config.kif.quantile,
-            )?,
-        })
+        Ok(records)
     }
 
     /// Fuse the round: masks from both trackers, `theta = anchor + c_in delta_in + c_out
@@ -810,17 +883,37 @@ impl Session {
         })
     }
 
-    /// Train and evaluate every remaining task; `progress` is called after each task.
-    pub fn run_all(&mut self, mut progress: impl FnMut(&TaskSummary, &EvalRow)) -> Result<()> {
+    /// Train and evaluate every remaining task; `progress` is called after each task. A
+    /// stop request (see [`Session::set_stop_flag`]) ends it early with
+    /// [`RunOutcome::Interrupted`] after a checkpoint.
+    pub fn run_all(
+        &mut self,
+        mut progress: impl FnMut(&TaskSummary, &EvalRow),
+    ) -> Result<RunOutcome> {
         while !self.is_finished() {
-            let summary = self.train_task()?;
+            if self.current.is_none() && self.stop_requested() {
+                // Between tasks: the last task's checkpoint is the place to resume from.
+                return Ok(self.interrupted(self.next_task, 0));
+            }
+            let summary = match self.train_task() {
+                Err(Error::Interrupted { task, step }) => return Ok(self.interrupted(task, step)),
+                other => other?,
+            };
             let row = self.evaluate()?;
             progress(&summary, &row);
         }
         if let Some(run) = self.run.as_mut() {
             run.finish()?;
         }
-        Ok(())
+        Ok(RunOutcome::Finished)
+    }
+
+    fn interrupted(&self, task: usize, step: usize) -> RunOutcome {
+        RunOutcome::Interrupted {
+            task,
+            step,
+            run_dir: self.run_dir().map(Path::to_path_buf),
+        }
     }
 
     /// The test examples of task `i` used for evaluation: all, or a seeded subset of

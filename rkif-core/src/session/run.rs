@@ -1,10 +1,11 @@
 //! Writing a session's run folder: the manifest, the event log, metrics, adapters after each
 //! task, importance snapshots and the checkpoint a run resumes from.
 //!
-//! Checkpoints are taken at task boundaries: the adapter after task k, the dropout
+//! Checkpoints are taken at task boundaries (the adapter after task k, the dropout
 //! generator's state, TaSL's accumulated scores, the accuracy matrix and the length of the
-//! event log. Resuming redoes the interrupted task from its start, so a resumed run follows
-//! exactly the same computation as an uninterrupted one.
+//! event log) and inside a task at safe points ([`super::checkpoint`]). Resuming continues
+//! from the latest, redoing the steps after it, so a resumed run follows exactly the same
+//! computation as an uninterrupted one.
 
 use std::path::Path;
 use std::time::Instant;
@@ -41,7 +42,14 @@ pub struct CheckpointState {
     pub metrics: MetricsFile,
     /// Bytes of `events.jsonl` that belong to the finished tasks.
     pub events_bytes: u64,
+    /// The latest mid-task checkpoint's folder (relative to `checkpoint/`), if the task
+    /// after `tasks_done` had one.
+    #[serde(default)]
+    pub mid_task: Option<String>,
 }
+
+/// Names of mid-task checkpoint folders start with this.
+const MID_TASK_PREFIX: &str = "task-";
 
 /// A session's run folder and its open event log.
 #[derive(Debug)]
@@ -50,6 +58,8 @@ pub struct RunWriter {
     events: EventWriter,
     manifest: Manifest,
     started: Instant,
+    /// The latest task-boundary checkpoint record (None before the first task ends).
+    last_state: Option<CheckpointState>,
 }
 
 impl RunWriter {
@@ -96,12 +106,20 @@ impl RunWriter {
             events,
             manifest,
             started: Instant::now(),
+            last_state: None,
         })
     }
 
     /// Reopen a run folder to resume it: the event log is cut back to what the checkpoint
-    /// covers. Returns the writer and the checkpoint (None when no task finished).
-    pub(crate) fn reopen(root: &Path) -> Result<(Self, Option<CheckpointState>)> {
+    /// covers. Returns the writer, the checkpoint (None when none was written) and the
+    /// mid-task checkpoint's folder and record, if any.
+    pub(crate) fn reopen(
+        root: &Path,
+    ) -> Result<(
+        Self,
+        Option<CheckpointState>,
+        Option<(std::path::PathBuf, super::checkpoint::MidTaskState)>,
+    )> {
         let dir = RunDir::open(root)?;
         let manifest = dir.load_manifest()?;
         let state_path = dir.checkpoint_dir().join("state.json");
@@ -110,8 +128,19 @@ impl RunWriter {
         } else {
             None
         };
+        let mid = match state.as_ref().and_then(|s| s.mid_task.as_ref()) {
+            Some(name) => {
+                let mid_dir = dir.checkpoint_dir().join(name);
+                let mid = super::checkpoint::read_state(&mid_dir)?;
+                Some((mid_dir, mid))
+            }
+            None => None,
+        };
         let events_path = dir.events_path();
-        let keep = state.as_ref().map_or(0, |s| s.events_bytes);
+        let keep = match &mid {
+            Some((_, m)) => m.events_bytes,
+            None => state.as_ref().map_or(0, |s| s.events_bytes),
+        };
         if keep == 0 {
             // Nothing finished: start the log afresh.
             let _ = std::fs::remove_file(&events_path);
@@ -129,9 +158,44 @@ impl RunWriter {
                 events,
                 manifest,
                 started: Instant::now(),
+                last_state: state.clone(),
             },
             state,
+            mid,
         ))
+    }
+
+    /// A mid-task checkpoint of `s`'s current task (see [`super::checkpoint`]); the previous
+    /// one is removed once the new one is recorded.
+    pub(crate) fn save_mid_task(&mut self, s: &Session) -> Result<()> {
+        let st = s
+            .current()
+            .ok_or_else(|| Error::Data("no task is being trained: nothing to checkpoint".into()))?;
+        self.events.sync()?;
+        let events_bytes = std::fs::metadata(self.dir.events_path())
+            .map_err(|e| Error::io(self.dir.events_path(), e))?
+            .len();
+        let ckpt = self.dir.checkpoint_dir();
+        std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
+        let name = format!("{MID_TASK_PREFIX}{}-step-{}", st.index, st.step);
+        super::checkpoint::save(s, &ckpt.join(&name), events_bytes)?;
+        let mut state = match &self.last_state {
+            Some(state) => state.clone(),
+            None => CheckpointState {
+                schema_version: 1,
+                tasks_done: 0,
+                adapter: String::new(),
+                dropout_rng: s.model().rng().state(),
+                tasl_scores: None,
+                metrics: metrics_file(s),
+                events_bytes: 0,
+                mid_task: None,
+            },
+        };
+        state.mid_task = Some(name.clone());
+        write_json(&ckpt.join("state.json"), &state)?;
+        remove_mid_task_folders(&ckpt, Some(&name));
+        Ok(())
     }
 
     pub fn dir(&self) -> &RunDir {
@@ -169,8 +233,11 @@ impl RunWriter {
             tasl_scores: s.tasl_scores().cloned(),
             metrics,
             events_bytes,
+            mid_task: None,
         };
         write_json(&ckpt.join("state.json"), &state)?;
+        self.last_state = Some(state);
+        remove_mid_task_folders(&ckpt, None);
         // Older checkpoint adapters are no longer referenced.
         if let Ok(entries) = std::fs::read_dir(&ckpt) {
             for e in entries.flatten() {
@@ -355,6 +422,19 @@ pub(crate) fn load_checkpoint_adapter(
     let dir = RunDir::open(root)?.checkpoint_dir().join(&state.adapter);
     load_adapter(s.learner.model_mut(), &dir)?;
     Ok(())
+}
+
+/// Remove mid-task checkpoint folders other than `keep` (best effort: a leftover folder is
+/// never read, since `state.json` names the one in use).
+fn remove_mid_task_folders(ckpt: &Path, keep: Option<&str>) {
+    if let Ok(entries) = std::fs::read_dir(ckpt) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(MID_TASK_PREFIX) && Some(name.as_str()) != keep {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 fn run_name(root: &Path) -> String {

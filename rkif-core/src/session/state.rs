@@ -11,6 +11,16 @@ use crate::data::Example;
 use crate::kif::ImportanceTracker;
 use crate::train::AdamW;
 
+/// The position of a task's data streams: the epoch's shuffled order, the next index in
+/// it, and the generators of the next shuffle and of the memory batches.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DataPosition {
+    pub order: Vec<usize>,
+    pub cursor: usize,
+    pub shuffle: ChaCha8Rng,
+    pub memory_rng: ChaCha8Rng,
+}
+
 /// The best validation loss seen in the task and the adapter values that had it.
 #[derive(Debug, Clone)]
 pub struct Best {
@@ -44,6 +54,8 @@ pub struct TaskState {
     pub round: usize,
     /// Steps (inner and outer) skipped by the skip policy for non-finite values.
     pub skipped: usize,
+    /// The step of the last mid-task checkpoint (0: none yet).
+    pub(crate) last_checkpoint: usize,
     pub inner: ImportanceTracker,
     pub outer: ImportanceTracker,
     /// The adapter at the start of the round.
@@ -96,6 +108,7 @@ impl TaskState {
             outer_steps: 0,
             round: 0,
             skipped: 0,
+            last_checkpoint: 0,
             inner,
             outer,
             start_values: anchor.clone(),
@@ -133,6 +146,34 @@ impl TaskState {
             .take(n)
             .map(|i| self.memory[i].clone())
             .collect()
+    }
+
+    /// Where the task's data streams stand (a mid-task checkpoint).
+    pub(crate) fn position(&self) -> DataPosition {
+        DataPosition {
+            order: self.order.clone(),
+            cursor: self.cursor,
+            shuffle: self.shuffle.clone(),
+            memory_rng: self.memory_rng.clone(),
+        }
+    }
+
+    /// Continue the data streams from `p` (resuming a mid-task checkpoint).
+    pub(crate) fn set_position(&mut self, p: DataPosition) -> crate::Result<()> {
+        if p.cursor > p.order.len() || p.order.iter().any(|&i| i >= self.pool.len()) {
+            return Err(crate::Error::Data(format!(
+                "checkpoint data position (cursor {} of {}) does not fit task {}'s pool of {}",
+                p.cursor,
+                p.order.len(),
+                self.name,
+                self.pool.len()
+            )));
+        }
+        self.order = p.order;
+        self.cursor = p.cursor;
+        self.shuffle = p.shuffle;
+        self.memory_rng = p.memory_rng;
+        Ok(())
     }
 
     pub(crate) fn record_loss(&mut self, loss: f64) {

@@ -236,3 +236,18 @@ pub struct EvalRow {
     pub samples: Vec<(usize, Vec<(String, String)>)>,
     pub seconds: f64,
 }
+
+/// How [`super::Session::run_all`] ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum RunOutcome {
+    /// Every task was trained and evaluated.
+    Finished,
+    /// A stop was requested; training stopped at a safe point of task `task` after `step`
+    /// optimiser steps (0: between tasks). With a run folder, a checkpoint there holds
+    /// everything needed to resume ([`super::Session::resume`]).
+    Interrupted {
+        task: usize,
+        step: usize,
+        run_dir: Option<std::path::PathBuf>,
+    },
+}
