@@ -243,3 +243,93 @@ fn ctrl_c_saves_mid_task_and_a_rerun_resumes_to_the_same_metrics() {
     let resumed = std::fs::read_to_string(stopped.join("rkif/metrics.json")).expect("metrics");
     assert_eq!(resumed, expected);
 }
+
+#[test]
+fn eval_of_a_saved_adapter_matches_the_runs_last_row() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("model");
+    tiny_model(&model);
+    let config = write_config(tmp.path(), &model);
+    let out_dir = tmp.path().join("runs");
+    let out = rkif()
+        .args(["run", "--method", "seq-lora", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .expect("rkif runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = out_dir.join("seq-lora");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).expect("metrics"))
+            .expect("json");
+    let rows = metrics["accuracy"].as_array().expect("matrix");
+    let last = rows.len() - 1;
+
+    // The last adapter, with the run's own config (found from the adapter's folder), on
+    // the same capped test subsets: exactly the last row of the run's accuracy matrix.
+    let adapter = run.join(format!("adapters/task-{last:03}"));
+    let out = rkif()
+        .arg("eval")
+        .arg(&adapter)
+        .arg("--json")
+        .output()
+        .expect("rkif eval");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval json");
+    let accuracy: Vec<serde_json::Value> = eval["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["accuracy"].clone())
+        .collect();
+    assert_eq!(&accuracy, rows[last].as_array().expect("last row"));
+    assert!(eval["tasks"][0]["examples"] == 4, "{eval}");
+
+    // The bare base model on two named tasks, as a table.
+    let names: Vec<String> = metrics["tasks"]
+        .as_array()
+        .expect("task names")
+        .iter()
+        .map(|t| t.as_str().expect("name").to_string())
+        .collect();
+    let out = rkif()
+        .args(["eval", "--config"])
+        .arg(&config)
+        .args([
+            "--tasks",
+            &format!("{},{}", names[1], names[0]),
+            "--max-eval",
+            "3",
+        ])
+        .output()
+        .expect("rkif eval");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("the bare base model"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[2].trim_start().starts_with(&names[1]), "{stdout}");
+    assert!(lines[3].trim_start().starts_with(&names[0]), "{stdout}");
+    assert!(lines[2].trim_end().ends_with("/3"), "{stdout}");
+    assert!(stdout.contains("mean"), "{stdout}");
+
+    // A folder that is not an adapter is an error naming the file.
+    let out = rkif().arg("eval").arg(&run).output().expect("rkif eval");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("adapter_config.json"),
+        "{stderr}"
+    );
+}

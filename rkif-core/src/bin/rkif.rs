@@ -39,6 +39,9 @@ enum Command {
     /// Train one or more methods over a task sequence (default: SeqLoRA and Recurrent-KIF
     /// on the embedded rkif-mini benchmark and base model).
     Run(Box<RunArgs>),
+    /// Evaluate a saved adapter (`runs/x/adapters/task-003`, PEFT layout) or the bare base
+    /// model on the test sets of a benchmark's tasks; prints an accuracy table.
+    Eval(Box<EvalArgs>),
     /// List the benchmarks, tasks and orders of a data folder and check its files.
     Data {
         /// The benchmark folder (default: RKIF_DATA_DIR, else the embedded rkif-mini).
@@ -106,6 +109,44 @@ struct RunArgs {
     print_config: bool,
 }
 
+#[derive(clap::Args, Default)]
+struct EvalArgs {
+    /// The adapter folder (adapter_config.json + adapter_model.safetensors). Without it, the
+    /// bare base model is evaluated. An adapter inside a run folder takes that run's config
+    /// (model, benchmark, order, caps) unless --config or --preset is given.
+    adapter: Option<PathBuf>,
+    /// A TOML config file (model, data and eval settings are used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A preset: reference-t5, reference-llama, quick.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Tasks to evaluate, in this order (repeat or comma-separate); overrides --order.
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// A task order of the benchmark (e.g. mini-1, standard-1).
+    #[arg(long)]
+    order: Option<String>,
+    /// The benchmark folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A local Hugging Face model folder.
+    #[arg(long, conflicts_with = "gguf")]
+    model_dir: Option<PathBuf>,
+    /// A GGUF model file (dequantised to f32).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// The root seed (chooses the capped test subset).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// At most this many test examples per task.
+    #[arg(long)]
+    max_eval: Option<usize>,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -117,6 +158,7 @@ fn main() -> ExitCode {
         ..RunArgs::default()
     }))) {
         Command::Run(args) => run(*args),
+        Command::Eval(args) => eval(*args),
         Command::Data { data_dir } => data(data_dir),
         Command::BaseModel { out } => base_model(&out),
         Command::Report { runs, out } => report(&runs, &out),
@@ -353,6 +395,74 @@ fn print_summary(results: &[(Method, AccuracyMatrix, f64, PathBuf)]) {
             fmt(metrics.bwt.value)
         );
     }
+}
+
+/// The config `rkif eval` uses: --config or --preset, else the adapter's run, else quick;
+/// then the command-line overrides.
+fn resolve_eval_config(args: &EvalArgs) -> rkif_core::Result<RunConfig> {
+    let run = args
+        .adapter
+        .as_deref()
+        .and_then(rkif_core::session::run_of_adapter);
+    let mut cfg = match (&args.config, &args.preset, run) {
+        (Some(path), _, _) => RunConfig::from_toml_file(path)?,
+        (None, Some(p), _) => RunConfig::preset(p)?,
+        (None, None, Some(run)) => rkif_core::session::run_config(&run)?,
+        (None, None, None) => RunConfig::preset("quick")?,
+    };
+    if let Some(o) = &args.order {
+        cfg.data.order = Some(o.clone());
+        cfg.data.tasks = None;
+    }
+    if !args.tasks.is_empty() {
+        cfg.data.tasks = Some(args.tasks.iter().map(|t| t.trim().to_string()).collect());
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data.dir = Some(d.clone());
+    }
+    if let Some(d) = &args.model_dir {
+        cfg.model.source = ModelSource::Local { path: d.clone() };
+    }
+    if let Some(g) = &args.gguf {
+        cfg.model.source = ModelSource::Gguf { path: g.clone() };
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(n) = args.max_eval {
+        cfg.eval.max_examples_per_task = Some(n);
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn eval(args: EvalArgs) -> CliResult {
+    let cfg = resolve_eval_config(&args)?;
+    let result = rkif_core::session::evaluate_adapter(cfg, args.adapter.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
+    }
+    let what = match &result.adapter {
+        Some(a) => format!("adapter {}", a.display()),
+        None => "the bare base model".to_string(),
+    };
+    println!(
+        "{what} on {} ({}), {:.0}s",
+        result.order, result.model, result.seconds
+    );
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{:.1}", x * 100.0));
+    println!("  {:<24} {:>9} {:>10}", "task", "accuracy", "correct");
+    for t in &result.tasks {
+        println!(
+            "  {:<24} {:>9} {:>10}",
+            truncate(&t.task, 24),
+            pct(t.accuracy),
+            format!("{}/{}", t.correct, t.examples)
+        );
+    }
+    println!("  {:<24} {:>9}", "mean", pct(result.mean_accuracy));
+    Ok(())
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -23,6 +23,7 @@
 //! unless the whole step succeeded.
 
 mod checkpoint;
+mod evaluate;
 mod guard;
 mod run;
 mod state;
@@ -51,6 +52,7 @@ use crate::report::{
 use crate::train::Learner;
 use crate::{Error, Result};
 
+pub use evaluate::{evaluate_adapter, run_config, run_of_adapter, AdapterEvaluation, TaskScore};
 #[doc(hidden)]
 pub use guard::Fault;
 pub use run::RunWriter;
