@@ -11,7 +11,7 @@
 //! Tests and notebooks inject faults with [`Session::inject_fault`] to see this happen.
 
 use super::Session;
-use crate::config::{NonFinitePolicy, OuterOptimizer};
+use crate::config::{Method, NonFinitePolicy, OuterOptimizer};
 use crate::data::Example;
 use crate::kif::{ImportanceTracker, ParamGrad};
 use crate::model::LoraParam;
@@ -71,6 +71,7 @@ impl Session {
         phase: StepPhase,
         batch: &[Example],
     ) -> Result<Option<StepRecord>> {
+        let started = std::time::Instant::now();
         let refs: Vec<&Example> = batch.iter().collect();
         let fault = self.take_fault(|f| !matches!(f, Fault::Fusion(_)));
         let mark = self.learner.mark()?;
@@ -79,7 +80,19 @@ impl Session {
             _ => None,
         };
         let error = match self.unguarded_step(phase, &refs, fault.as_ref()) {
-            Ok(rec) => return Ok(Some(rec)),
+            Ok(rec) => {
+                let seconds = started.elapsed().as_secs_f64();
+                if let Some(st) = self.current.as_mut() {
+                    let slot = match phase {
+                        StepPhase::Inner => 0,
+                        StepPhase::Outer => 1,
+                    };
+                    if let Some(total) = st.round_seconds.get_mut(slot) {
+                        *total += seconds;
+                    }
+                }
+                return Ok(Some(rec));
+            }
             Err(e) => e,
         };
         self.learner.rollback(&mark)?;
@@ -103,7 +116,7 @@ impl Session {
         refs: &[&Example],
         fault: Option<&Fault>,
     ) -> Result<StepRecord> {
-        let (mut loss, mut grads) = self.learner.gradients(refs)?;
+        let (mut loss, mut grads) = self.timed_step(|me| me.learner.gradients(refs))?;
         match fault {
             Some(Fault::Loss) => loss = f64::NAN,
             Some(Fault::Gradient(name)) => grads = poison(grads, name)?,
@@ -113,32 +126,38 @@ impl Session {
             OuterOptimizer::Separate { lr } => Some(lr),
             OuterOptimizer::Shared => None,
         };
-        let (rec, grads) = match (phase, separate_lr) {
-            (StepPhase::Inner, _) => self.learner.apply(loss, grads, StepOptimizer::Scheduled)?,
-            (StepPhase::Outer, None) => self.learner.apply(loss, grads, StepOptimizer::Shared)?,
+        let (rec, grads) = self.timed_step(|me| match (phase, separate_lr) {
+            (StepPhase::Inner, _) => me.learner.apply(loss, grads, StepOptimizer::Scheduled),
+            (StepPhase::Outer, None) => me.learner.apply(loss, grads, StepOptimizer::Shared),
             (StepPhase::Outer, Some(lr)) => {
                 let mut opt =
-                    self.current_mut()?.outer_opt.take().ok_or_else(|| {
+                    me.current_mut()?.outer_opt.take().ok_or_else(|| {
                         Error::Data("the separate outer optimiser is missing".into())
                     })?;
                 let out =
-                    self.learner
+                    me.learner
                         .apply(loss, grads, StepOptimizer::Separate { opt: &mut opt, lr });
-                self.current_mut()?.outer_opt = Some(opt);
-                out?
+                me.current_mut()?.outer_opt = Some(opt);
+                out
             }
-        };
+        })?;
         let overflow = match fault {
             Some(Fault::Score(name)) => Some(name.as_str()),
             _ => None,
         };
+        if phase == StepPhase::Inner && !tracks_inner_importance(self.config.method) {
+            return Ok(rec);
+        }
         let params = self.learner.params().to_vec();
+        let importance_started = std::time::Instant::now();
         let st = self.current_mut()?;
         let tracker = match phase {
             StepPhase::Inner => &mut st.inner,
             StepPhase::Outer => &mut st.outer,
         };
-        update_tracker(tracker, &params, &grads, overflow).map_err(|e| match e {
+        let updated = update_tracker(tracker, &params, &grads, overflow);
+        self.timings.importance_seconds += importance_started.elapsed().as_secs_f64();
+        updated.map_err(|e| match e {
             Error::NonFinite { name, what } => Error::NonFinite {
                 name,
                 what: format!("{} importance score: {what}", phase.name()),
@@ -146,6 +165,14 @@ impl Session {
             other => other,
         })?;
         Ok(rec)
+    }
+
+    /// Run `f` (an optimiser step) and add its time to the step total.
+    fn timed_step<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let out = f(self);
+        self.timings.step_seconds += started.elapsed().as_secs_f64();
+        out
     }
 
     /// Count a skipped step and log it; an error once the task skipped too many.
@@ -179,6 +206,16 @@ impl Session {
             grad_norm: None,
         }))
     }
+}
+
+/// Whether the method reads the inner importance (TaSL's merge, Recurrent-KIF's masks).
+/// The others skip the tracker: its update costs about as much as an AdamW update, and
+/// Replay, the baseline of the overhead comparison, must not pay for what it never uses.
+fn tracks_inner_importance(method: Method) -> bool {
+    matches!(
+        method,
+        Method::Tasl | Method::Rkif | Method::RkifNoFusion | Method::RkifFuseOnce
+    )
 }
 
 /// `grads` with the named tensor's gradient replaced by NaN.

@@ -58,8 +58,8 @@ pub use guard::Fault;
 pub use run::RunWriter;
 pub use state::TaskState;
 pub use values::{
-    EvalRow, FusionReport, ImportanceView, ModuleScore, RunOutcome, StepsReport, TaskPlan,
-    TaskSummary,
+    EvalRow, FusionReport, ImportanceView, MachineryTimings, ModuleScore, RunOutcome, StepsReport,
+    TaskPlan, TaskSummary,
 };
 
 /// Seeds of every generator a run uses, derived from the root seed and recorded in the
@@ -105,6 +105,7 @@ pub struct Session {
     fault: Option<guard::PendingFault>,
     /// Set (by a Ctrl-C handler, or a notebook) to stop at the next safe point.
     stop: Option<Arc<AtomicBool>>,
+    timings: MachineryTimings,
 }
 
 /// `(delta_in, delta_out)` of one LoRA tensor in a round.
@@ -179,6 +180,7 @@ impl Session {
             step_hook: None,
             fault: None,
             stop: None,
+            timings: MachineryTimings::default(),
         })
     }
 
@@ -263,6 +265,11 @@ impl Session {
         let st = self.current_mut()?;
         st.last_checkpoint = st.step;
         Ok(())
+    }
+
+    /// Time spent in steps, importance updates, masks and fusions so far.
+    pub fn timings(&self) -> MachineryTimings {
+        self.timings
     }
 
     /// Call `hook` after every inner step (progress bars, live plots).
@@ -443,7 +450,7 @@ impl Session {
     }
 
     /// Up to `n` optimiser steps on the task's own data, each followed by an update of the
-    /// inner importance tracker. Stops early at the task's step budget. Under the skip
+    /// inner importance tracker (for the methods that use it: TaSL and Recurrent-KIF). Stops early at the task's step budget. Under the skip
     /// policy a skipped step is not one of the `n` (the next batch is tried instead).
     pub fn inner_steps(&mut self, n: usize) -> Result<StepsReport> {
         let records = self.run_inner(n)?;
@@ -658,6 +665,7 @@ impl Session {
             .current
             .as_ref()
             .ok_or_else(|| Error::Data("no task is being trained".into()))?;
+        let masks_started = Instant::now();
         let inner_mask = global_mask(&st.inner.scores(), q)?;
         let outer_scores = if st.outer.updates() > 0 {
             st.outer.scores()
@@ -670,6 +678,8 @@ impl Session {
                 .collect::<candle_core::Result<Vec<_>>>()?
         };
         let outer_mask = global_mask(&outer_scores, q)?;
+        let mask_seconds = masks_started.elapsed().as_secs_f64();
+        let fusion_started = Instant::now();
         let mut inputs = Vec::with_capacity(params.len());
         for (i, p) in params.iter().enumerate() {
             let im = inner_mask
@@ -706,6 +716,8 @@ impl Session {
             run.maybe_save_round_importance(st.index, st.round + 1, st.step, st, &params, q)?;
         }
         fusion.write_into(&params)?;
+        self.timings.mask_seconds += mask_seconds;
+        self.timings.fusion_seconds += fusion_started.elapsed().as_secs_f64();
         let report = FusionReport::new(&fusion, &inner_mask, &outer_mask, &params);
         let new_anchor = self.learner.snapshot()?;
         let st = self.current_mut()?;
@@ -716,8 +728,8 @@ impl Session {
         st.fusions.push(report.shares());
         let (task, round, step) = (st.index, st.round, st.step);
         let timings = RoundTimings {
-            inner_seconds: 0.0,
-            outer_seconds: 0.0,
+            inner_seconds: std::mem::take(&mut st.round_seconds[0]),
+            outer_seconds: std::mem::take(&mut st.round_seconds[1]),
             fusion_seconds: started.elapsed().as_secs_f64(),
         };
         self.log(Event::Round(RoundEvent {

@@ -54,6 +54,8 @@ pub struct TaskState {
     pub round: usize,
     /// Steps (inner and outer) skipped by the skip policy for non-finite values.
     pub skipped: usize,
+    /// Seconds of the current round's inner and outer steps (with importance updates).
+    pub(crate) round_seconds: [f64; 2],
     /// The step of the last mid-task checkpoint (0: none yet).
     pub(crate) last_checkpoint: usize,
     pub inner: ImportanceTracker,
@@ -109,6 +111,7 @@ impl TaskState {
             round: 0,
             skipped: 0,
             last_checkpoint: 0,
+            round_seconds: [0.0; 2],
             inner,
             outer,
             start_values: anchor.clone(),

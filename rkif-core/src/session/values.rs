@@ -251,3 +251,17 @@ pub enum RunOutcome {
         run_dir: Option<std::path::PathBuf>,
     },
 }
+
+/// Where training time went, summed over the session's life (the overhead benchmark reads
+/// it; rounds also log their share).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct MachineryTimings {
+    /// Optimiser steps, inner and outer: forward, backward, clipping, AdamW.
+    pub step_seconds: f64,
+    /// Importance tracker updates (inner and outer).
+    pub importance_seconds: f64,
+    /// The global quantile masks of the fusions.
+    pub mask_seconds: f64,
+    /// The fusions themselves: coefficients, fused values, writing them back.
+    pub fusion_seconds: f64,
+}
