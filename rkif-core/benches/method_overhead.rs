@@ -18,8 +18,8 @@ use rkif_core::config::{Method, RunConfig, Selection};
 use rkif_core::session::{MachineryTimings, Session};
 use rkif_core::Result;
 
-const ROUNDS: usize = 16;
-const RUNS: usize = 5;
+const ROUNDS: usize = 8;
+const RUNS: usize = 3;
 const TARGET_RATIO: f64 = 1.10;
 
 /// One timed training of the second task: wall seconds and the session's time split.
@@ -44,7 +44,10 @@ fn time_second_task(
     Ok((
         seconds,
         MachineryTimings {
-            step_seconds: after.step_seconds - before.step_seconds,
+            inner_step_seconds: after.inner_step_seconds - before.inner_step_seconds,
+            outer_step_seconds: after.outer_step_seconds - before.outer_step_seconds,
+            inner_steps: after.inner_steps - before.inner_steps,
+            outer_steps: after.outer_steps - before.outer_steps,
             importance_seconds: after.importance_seconds - before.importance_seconds,
             mask_seconds: after.mask_seconds - before.mask_seconds,
             fusion_seconds: after.fusion_seconds - before.fusion_seconds,
@@ -67,10 +70,13 @@ fn main() -> Result<()> {
     let gradient_steps = ROUNDS * (q + m);
 
     let mut replay_times = Vec::new();
+    let mut replay_step_times = Vec::new();
     let mut rkif_times = Vec::new();
     let mut splits = Vec::new();
     for _ in 0..RUNS {
-        replay_times.push(time_second_task(&base, Method::Replay, gradient_steps)?.0);
+        let (t, split) = time_second_task(&base, Method::Replay, gradient_steps)?;
+        replay_times.push(t);
+        replay_step_times.push(split.inner_step_seconds / split.inner_steps.max(1) as f64);
         let (t, split) = time_second_task(&base, Method::Rkif, ROUNDS * q)?;
         rkif_times.push(t);
         splits.push(split);
@@ -100,7 +106,8 @@ fn main() -> Result<()> {
     );
     println!("  where R-KIF's time goes (share of its wall time):");
     for (name, secs) in [
-        ("steps (fwd, bwd, AdamW)", median_run.step_seconds),
+        ("inner steps", median_run.inner_step_seconds),
+        ("outer steps", median_run.outer_step_seconds),
         ("importance updates", median_run.importance_seconds),
         ("quantile masks", median_run.mask_seconds),
         ("fusion", median_run.fusion_seconds),
@@ -111,5 +118,12 @@ fn main() -> Result<()> {
             100.0 * secs / rkif
         );
     }
+    let per_step = |secs: f64, n: u64| 1e3 * secs / n.max(1) as f64;
+    println!(
+        "  mean step (fwd, bwd, AdamW): replay {:.1} ms; rkif inner {:.1} ms, outer {:.1} ms",
+        1e3 * median(replay_step_times),
+        per_step(median_run.inner_step_seconds, median_run.inner_steps),
+        per_step(median_run.outer_step_seconds, median_run.outer_steps)
+    );
     Ok(())
 }

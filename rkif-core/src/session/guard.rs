@@ -56,7 +56,7 @@ impl Session {
         if !wanted(&pending.fault) {
             return None;
         }
-        pending.remaining -= 1;
+        pending.remaining = pending.remaining.saturating_sub(1);
         let fault = pending.fault.clone();
         if pending.remaining == 0 {
             self.fault = None;
@@ -72,6 +72,10 @@ impl Session {
         batch: &[Example],
     ) -> Result<Option<StepRecord>> {
         let started = std::time::Instant::now();
+        match phase {
+            StepPhase::Inner => self.timings.inner_steps += 1,
+            StepPhase::Outer => self.timings.outer_steps += 1,
+        }
         let refs: Vec<&Example> = batch.iter().collect();
         let fault = self.take_fault(|f| !matches!(f, Fault::Fusion(_)));
         let mark = self.learner.mark()?;
@@ -116,7 +120,7 @@ impl Session {
         refs: &[&Example],
         fault: Option<&Fault>,
     ) -> Result<StepRecord> {
-        let (mut loss, mut grads) = self.timed_step(|me| me.learner.gradients(refs))?;
+        let (mut loss, mut grads) = self.timed_step(phase, |me| me.learner.gradients(refs))?;
         match fault {
             Some(Fault::Loss) => loss = f64::NAN,
             Some(Fault::Gradient(name)) => grads = poison(grads, name)?,
@@ -126,7 +130,7 @@ impl Session {
             OuterOptimizer::Separate { lr } => Some(lr),
             OuterOptimizer::Shared => None,
         };
-        let (rec, grads) = self.timed_step(|me| match (phase, separate_lr) {
+        let (rec, grads) = self.timed_step(phase, |me| match (phase, separate_lr) {
             (StepPhase::Inner, _) => me.learner.apply(loss, grads, StepOptimizer::Scheduled),
             (StepPhase::Outer, None) => me.learner.apply(loss, grads, StepOptimizer::Shared),
             (StepPhase::Outer, Some(lr)) => {
@@ -167,11 +171,19 @@ impl Session {
         Ok(rec)
     }
 
-    /// Run `f` (an optimiser step) and add its time to the step total.
-    fn timed_step<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    /// Run `f` (part of an optimiser step) and add its time to the phase's step total.
+    fn timed_step<T>(
+        &mut self,
+        phase: StepPhase,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         let started = std::time::Instant::now();
         let out = f(self);
-        self.timings.step_seconds += started.elapsed().as_secs_f64();
+        let seconds = started.elapsed().as_secs_f64();
+        match phase {
+            StepPhase::Inner => self.timings.inner_step_seconds += seconds,
+            StepPhase::Outer => self.timings.outer_step_seconds += seconds,
+        }
         out
     }
 

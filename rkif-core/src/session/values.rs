@@ -256,8 +256,13 @@ pub enum RunOutcome {
 /// it; rounds also log their share).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct MachineryTimings {
-    /// Optimiser steps, inner and outer: forward, backward, clipping, AdamW.
-    pub step_seconds: f64,
+    /// Inner optimiser steps: forward, backward, clipping, AdamW.
+    pub inner_step_seconds: f64,
+    /// Outer (replay-memory) optimiser steps: forward, backward, clipping, AdamW.
+    pub outer_step_seconds: f64,
+    /// Inner and outer steps taken (skipped ones included).
+    pub inner_steps: u64,
+    pub outer_steps: u64,
     /// Importance tracker updates (inner and outer).
     pub importance_seconds: f64,
     /// The global quantile masks of the fusions.
