@@ -48,6 +48,9 @@ pub struct CheckpointState {
     pub mid_task: Option<String>,
 }
 
+/// A mid-task checkpoint's folder and record.
+pub(crate) type MidTask = (std::path::PathBuf, super::checkpoint::MidTaskState);
+
 /// Names of mid-task checkpoint folders start with this.
 const MID_TASK_PREFIX: &str = "task-";
 
@@ -113,13 +116,7 @@ impl RunWriter {
     /// Reopen a run folder to resume it: the event log is cut back to what the checkpoint
     /// covers. Returns the writer, the checkpoint (None when none was written) and the
     /// mid-task checkpoint's folder and record, if any.
-    pub(crate) fn reopen(
-        root: &Path,
-    ) -> Result<(
-        Self,
-        Option<CheckpointState>,
-        Option<(std::path::PathBuf, super::checkpoint::MidTaskState)>,
-    )> {
+    pub(crate) fn reopen(root: &Path) -> Result<(Self, Option<CheckpointState>, Option<MidTask>)> {
         let dir = RunDir::open(root)?;
         let manifest = dir.load_manifest()?;
         let state_path = dir.checkpoint_dir().join("state.json");
