@@ -291,6 +291,20 @@ fn skip_policy_counts_skipped_steps_and_goes_on() -> rkif_core::Result<()> {
     Ok(())
 }
 
+/// `(phase, task, step, loss)` of every inner and outer step event of a run.
+fn step_losses(dir: &Path) -> rkif_core::Result<Vec<(&'static str, usize, usize, f64)>> {
+    Ok(RunDir::open(dir)?
+        .load_events()?
+        .events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Step(s) => Some(("inner", s.task, s.step, s.loss)),
+            Event::OuterStep(s) => Some(("outer", s.task, s.outer_step, s.loss)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The mid-task checkpoint `checkpoint/state.json` names, if any.
 fn mid_task_checkpoint(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("checkpoint/state.json")).ok()?;
