@@ -377,6 +377,16 @@ fn stop_mid_task_then_resume_gives_the_same_metrics() -> rkif_core::Result<()> {
             method.name()
         );
         assert_eq!(mid_task_checkpoint(&dir), None, "finished task clears it");
+        // The event log holds every inner and outer step once, with the same losses.
+        assert_eq!(
+            step_losses(&dir)?,
+            step_losses(&whole)?,
+            "{}: step events",
+            method.name()
+        );
+        if rounds {
+            assert!(step_losses(&dir)?.iter().any(|(kind, ..)| *kind == "outer"));
+        }
     }
     Ok(())
 }

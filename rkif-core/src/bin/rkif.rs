@@ -452,7 +452,7 @@ fn eval(args: EvalArgs) -> CliResult {
         result.order, result.model, result.seconds
     );
     let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{:.1}", x * 100.0));
-    println!("  {:<24} {:>9} {:>10}", "task", "accuracy", "correct");
+    println!("  {:<24} {:>9} {:>10}", "task", "accuracy%", "correct");
     for t in &result.tasks {
         println!(
             "  {:<24} {:>9} {:>10}",
