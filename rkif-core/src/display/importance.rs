@@ -141,13 +141,19 @@ impl StepsReport {
     }
 }
 
-/// A tracker's scores per LoRA matrix and its view (threshold, layer and kind of each matrix);
-/// `None` before its first update.
+/// One tracker's state: its view (threshold, layer and kind of each matrix) and, per LoRA
+/// matrix by name, its scores flattened row-major.
+struct TrackerScores {
+    view: ImportanceView,
+    scores: Vec<(String, Vec<f32>)>,
+}
+
+/// [`TrackerScores`] of `tracker`; `None` before its first update.
 fn tracker_scores(
     tracker: &ImportanceTracker,
     params: &[LoraParam],
     q: f64,
-) -> Result<Option<(ImportanceView, Vec<(String, Vec<f32>)>)>> {
+) -> Result<Option<TrackerScores>> {
     if tracker.updates() == 0 {
         return Ok(None);
     }
@@ -163,7 +169,7 @@ fn tracker_scores(
             Ok((name, values))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some((view, scores)))
+    Ok(Some(TrackerScores { view, scores }))
 }
 
 /// Both trackers of the task being trained, now: per LoRA matrix the score statistics with
@@ -184,8 +190,8 @@ pub fn importance_snapshot(s: &Session) -> Result<ImportanceSnapshot> {
         ));
     }
     let mut snap = ImportanceSnapshot::new(st.index, Some(st.round + 1), st.step);
-    snap.inner_threshold = inner.as_ref().and_then(|(v, _)| v.threshold);
-    snap.outer_threshold = outer.as_ref().and_then(|(v, _)| v.threshold);
+    snap.inner_threshold = inner.as_ref().and_then(|t| t.view.threshold);
+    snap.outer_threshold = outer.as_ref().and_then(|t| t.view.threshold);
     let first_module = params.first().map(|p| p.module.as_str());
     for p in params {
         let shape = p.var.as_tensor().dims2()?;
@@ -202,7 +208,7 @@ pub fn importance_snapshot(s: &Session) -> Result<ImportanceSnapshot> {
             outer: None,
         };
         for (kind, tracker) in [(ScoreKind::Inner, &inner), (ScoreKind::Outer, &outer)] {
-            let Some((view, scores)) = tracker else {
+            let Some(TrackerScores { view, scores }) = tracker else {
                 continue;
             };
             let Some((_, values)) = scores.iter().find(|(n, _)| *n == p.name) else {
