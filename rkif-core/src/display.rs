@@ -21,7 +21,7 @@
 //! figure JSON is written into `<script>` with `<` as `\u003c`, so no string can close the
 //! script element.
 //!
-//! Besides the displays, [`notebook`] holds the few helpers the notebooks need so that they
+//! Besides the displays, the module holds the few helpers the notebooks need so that they
 //! stay thin: [`notebook_config`] (small budgets), [`notebook_model`] (the embedded base model,
 //! built into a cache folder when the source tree has none), [`old_task_losses`] and
 //! [`RoundWeights`] (what a fusion did to the weights).
@@ -36,7 +36,7 @@ use crate::report::figures::Figure;
 mod fusion;
 mod importance;
 mod matrix;
-pub mod notebook;
+mod notebook;
 mod session;
 
 pub use fusion::{run_charts, run_folder_charts, session_charts};
