@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+import make_notebooks
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 TIMEOUT_S = int(os.environ.get("RKIF_NOTEBOOK_CELL_TIMEOUT", "1800"))
@@ -261,8 +263,11 @@ def main(argv):
     passed, failed = 0, 0
     for name in names:
         source = NOTEBOOKS / name
-        committed = json.loads(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
+        committed = json.loads(text)
         problems = []
+        if name in make_notebooks.NOTEBOOKS and text != make_notebooks.render(name):
+            problems.append(f"{name}: differs from tests/notebooks/make_notebooks.py (rerun it)")
         for cell in committed.get("cells", []):
             if cell.get("outputs"):
                 problems.append(f"{name}: committed with outputs (clear them)")

@@ -498,12 +498,17 @@ NOTEBOOKS = {
 }
 
 
+def render(name):
+    """The committed text of notebook `name` (e.g. `01-quickstart.ipynb`)."""
+    cells = NOTEBOOKS[name]
+    return json.dumps(notebook(name.split("-")[0], [dict(c) for c in cells]), indent=1, ensure_ascii=False) + "\n"
+
+
 def main():
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
-    for name, cells in NOTEBOOKS.items():
-        text = json.dumps(notebook(name.split("-")[0], [dict(c) for c in cells]), indent=1, ensure_ascii=False)
-        (out / name).write_text(text + "\n", encoding="utf-8")
+    for name in NOTEBOOKS:
+        (out / name).write_text(render(name), encoding="utf-8")
         print("wrote", out / name)
 
 
