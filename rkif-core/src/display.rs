@@ -312,6 +312,16 @@ mod tests {
         );
         assert!(d_in > 0.0 && applied > 0.0);
         let charts = session_charts(&s)?.0;
+        let manifest = crate::report::RunDir::open(tmp.path().join("run"))?.load_manifest()?;
+        assert_eq!(manifest.method, "rkif");
+        for (label, text) in crate::report::figures::run_summary(&manifest) {
+            let row = format!(
+                "{}</td><td style=\"{CELL}\">{}",
+                escape(label),
+                left(&escape(&text))
+            );
+            assert!(charts.contains(&row), "summary row {label}: {charts}");
+        }
         assert_eq!(
             charts.matches("data-rkif-figure=\"fusion-shares\"").count(),
             1

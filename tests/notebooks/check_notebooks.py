@@ -36,7 +36,7 @@ EXPECT = {
         "figures": {"accuracy-heatmap": 3, "accuracy-comparison": 1, "forgetting-bars": 2,
                     "training-curves": 1, "fusion-shares": 1},
         "blocks": {"session": 1, "task-plan": 1, "accuracy-matrix": 3, "comparison": 1,
-                   "run-charts": 1},
+                   "run-summary": 1, "run-charts": 1},
     },
     "02-identify.ipynb": {
         "figures": {"loss-curve": 2, "importance-layers": 1, "element-map": 2},
@@ -45,7 +45,8 @@ EXPECT = {
     },
     "03-fuse.ipynb": {
         "figures": {"training-curves": 1, "fusion-shares": 1},
-        "blocks": {"old-task-loss": 2, "fusion": 1, "round-weights": 1, "run-charts": 1},
+        "blocks": {"old-task-loss": 2, "fusion": 1, "round-weights": 1, "run-summary": 1,
+                   "run-charts": 1},
     },
     "04-compare.ipynb": {
         "figures": {"accuracy-comparison": 1, "forgetting-bars": 5},

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::{escape, figure_html, heading, table, Html};
-use crate::report::figures::{fusion_shares, training_curves};
-use crate::report::{Event, EventLog, FusionShares};
+use super::{escape, figure_html, heading, left, table, Html};
+use crate::report::figures::{fusion_shares, run_summary, training_curves};
+use crate::report::{Event, EventLog, FusionShares, Manifest, RunDir};
 use crate::session::{FusionReport, Session};
 use crate::{Error, Result};
 
@@ -49,7 +49,7 @@ fn shares_table(shares: &FusionShares, counts: Option<[u64; 4]>) -> String {
                     escape(case),
                     100.0 * v
                 ),
-                super::left(&escape(rule)),
+                left(&escape(rule)),
             ]
         })
         .collect();
@@ -143,10 +143,27 @@ pub fn run_charts(log: &EventLog) -> Html {
     Html(html)
 }
 
-/// [`run_charts`] of the run folder `dir` (its `events.jsonl`).
+/// The run's identity as the viewer lists it ([`run_summary`]: method, backbone, benchmark,
+/// seeds, device, wall time, ...).
+fn summary_table(manifest: &Manifest) -> String {
+    let rows: Vec<Vec<String>> = run_summary(manifest)
+        .into_iter()
+        .map(|(label, text)| vec![escape(label), left(&escape(&text))])
+        .collect();
+    table("run-summary", &["", ""], &rows)
+}
+
+/// The run folder `dir` as the viewer shows it: its summary (`manifest.json`) and
+/// [`run_charts`] of its `events.jsonl`.
 pub fn run_folder_charts(dir: &Path) -> Result<Html> {
-    let log = crate::report::read_events(&dir.join("events.jsonl"))?;
-    Ok(run_charts(&log))
+    let run = RunDir::open(dir)?;
+    let summary = summary_table(&run.load_manifest()?);
+    let charts = run_charts(&run.load_events()?);
+    Ok(Html(format!(
+        "{}{summary}{}",
+        heading(&format!("Run folder {}", dir.display())),
+        charts.0
+    )))
 }
 
 /// [`run_charts`] of a session that writes a run folder (`Session::with_run_dir`), so far.
