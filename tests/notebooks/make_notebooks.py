@@ -150,11 +150,13 @@ display::compare_runs(&[("SeqLoRA", seq.matrix()), ("Recurrent-KIF", rk.matrix()
     md("""
 ## Inside the Recurrent-KIF run
 
-The training loss of each task, and for every fusion round the share of LoRA elements that fell in
-each of the four fusion cases (notebook 03 explains them), read back from the run's event log.
+The run folder's event log drawn by the same figures as the viewer (`rkif report`): the training
+loss over the whole run (dotted lines separate the tasks) and, for every fusion round, the share
+of LoRA elements in each of the four fusion cases (notebook 03 explains them) with the overlap of
+the two masks.
 """),
     code("""
-display::run_folder_charts(&run_dir, &rk.task_names())?"""),
+display::run_folder_charts(&run_dir)?"""),
     md("""
 With budgets this small the numbers move from run to run of the recipe, but the shape is the
 method's point: the rows of SeqLoRA lose the earlier tasks, and Recurrent-KIF keeps more of them.
@@ -234,16 +236,25 @@ sensitive to. Unlike the inner tracker, it is not reset between rounds of a task
 
 The masks: concatenate the scores of *all* LoRA elements of the model, take the 0.8 quantile τ,
 and mark an element important where `S > τ`: about the top 20%, chosen globally, so some matrices
-hold many important elements and others few. Compare where the two trackers put their important
-elements:
+hold many important elements and others few. `importance_snapshot` reads both trackers as they
+are now (after the round's outer steps, before fusion) and shows them with the viewer's figure:
+the mean score `S` per LoRA matrix kind and layer, inner (left) and outer (right).
 """),
     code("""
-display::compare_importance(&inner.importance, &outer.importance)"""),
+let round = display::importance_snapshot(&s)?;
+&round"""),
     md("""
-What the numbers say: each tracker's threshold τ is printed above the panels; the cells give the
-share of each matrix's elements above it. The masks come from these thresholds; their overlap
-(elements important to both the new task and the old ones) is where fusion has to compromise.
+What the numbers say: each tracker's threshold τ is printed above the panels; the table (open
+"per LoRA matrix") gives the share of each matrix's elements above it. The masks come from these
+thresholds; their overlap (elements important to both the new task and the old ones) is where
+fusion has to compromise.
+
+Element by element: the scores of the first adapted module's two matrices (A: `r × in`,
+B: `out × r`), averaged over blocks so that a large matrix fits the picture. Important elements
+are not spread evenly; they gather in rows and columns.
 """),
+    code("""
+display::element_maps(&round)"""),
     code("""
 {
     // A block: evcxr cannot keep a closure between cells.
@@ -292,7 +303,9 @@ Task 0 trained and evaluated, task 1 started, and its loss on the old task measu
 round (mean loss on dev examples of task 0).
 """),
     code("""
-let mut s = Session::new(notebook_config(Method::Rkif, &model, 96, 2, 24))?;
+// This session writes a run folder: its event log feeds the charts at the end.
+let run_dir = std::env::temp_dir().join(format!("rkif-notebook-03-{}", std::process::id()));
+let mut s = Session::with_run_dir(notebook_config(Method::Rkif, &model, 96, 2, 24), &run_dir)?;
 s.train_task()?;
 s.evaluate()?;
 s.start_task()?;
@@ -351,10 +364,11 @@ display::compare_losses(&[&at_start, &after_inner, &after_outer, &after_fusion])
 ## More rounds
 
 The first cell ran up to three more rounds with the same calls (as many as the task's step budget
-allows). The case shares of every round of this task:
+allows). The run's event log, drawn by the viewer's figures: the training loss, then the share of
+each case in every round of this task with the overlap of the two masks (dotted, right axis).
 """),
     code("""
-display::current_fusion_rounds(&s)"""),
+display::session_charts(&s)?"""),
 ]
 
 COMPARE = [
@@ -449,6 +463,8 @@ let first_row = s.evaluate()?;
 s.start_task()?;
 let inner = s.inner_steps(2)?;
 let outer = s.outer_steps(1)?;
+// Both trackers before fusion resets the inner one.
+let round = display::importance_snapshot(&s)?;
 let fused = s.fuse()?;
 s.train_task()?;
 s.evaluate()?;
@@ -463,7 +479,7 @@ s.evaluate()?;
     code("""
 &inner"""),
     code("""
-display::compare_importance(&inner.importance, &outer.importance)"""),
+&round"""),
     code("""
 &fused"""),
     md("""
@@ -482,12 +498,17 @@ NOTEBOOKS = {
 }
 
 
+def render(name):
+    """The committed text of notebook `name` (e.g. `01-quickstart.ipynb`)."""
+    cells = NOTEBOOKS[name]
+    return json.dumps(notebook(name.split("-")[0], [dict(c) for c in cells]), indent=1, ensure_ascii=False) + "\n"
+
+
 def main():
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
-    for name, cells in NOTEBOOKS.items():
-        text = json.dumps(notebook(name.split("-")[0], [dict(c) for c in cells]), indent=1, ensure_ascii=False)
-        (out / name).write_text(text + "\n", encoding="utf-8")
+    for name in NOTEBOOKS:
+        (out / name).write_text(render(name), encoding="utf-8")
         print("wrote", out / name)
 
 

@@ -1,9 +1,14 @@
 //! Every notebook in `notebooks/` executed headless with the evcxr Jupyter kernel, its outputs
-//! checked by `tests/notebooks/check_notebooks.py` (no error or panic in any cell, the figures
-//! there, the numbers in range).
+//! checked by `tests/notebooks/check_notebooks.py` (no error or panic in any cell, the tables and
+//! figures there, the numbers in range).
 //!
 //! Needs Jupyter (`nbconvert`) and the evcxr kernel: `scripts/notebooks-setup.sh` installs both.
 //! Without them the test fails with that instruction, unless `RKIF_SKIP_NOTEBOOKS=1`.
+//!
+//! Environment: `EVCXR_TMPDIR` (default `target/evcxr-notebooks`) keeps the kernel's compiled
+//! dependencies between runs (the first run compiles candle and rkif-core inside the kernel);
+//! `RAYON_NUM_THREADS` defaults to 1 for the kernel (faster than two on a busy 2-core machine);
+//! `RKIF_SMOLLM2_GGUF` and `RKIF_DATA_DIR` point notebook 05 at its model and benchmark.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,11 +55,14 @@ fn notebooks_run_top_to_bottom() {
         missing.join(" and ")
     );
     let root = repo_root();
-    let status = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(root.join("tests/notebooks/check_notebooks.py"))
-        .current_dir(&root)
-        .status()
-        .expect("python3 runs");
+        .current_dir(&root);
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        command.env("RAYON_NUM_THREADS", "1");
+    }
+    let status = command.status().expect("python3 runs");
     assert!(
         status.success(),
         "a notebook failed (see the lines above; executed copies in target/notebooks-executed/)"
