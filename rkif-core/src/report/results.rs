@@ -579,10 +579,20 @@ pub fn write_results(
     command: Option<&str>,
 ) -> Result<ResultsWritten> {
     let dirs = find_runs(paths)?;
-    let records = dirs
+    let all = dirs
         .iter()
         .map(|d| load_run(d))
         .collect::<Result<Vec<_>>>()?;
+    // Metrics over fewer tasks are not comparable with finished runs: listed, not tabled.
+    let (records, unfinished): (Vec<RunRecord>, Vec<RunRecord>) = all
+        .into_iter()
+        .partition(|r| r.metrics.tasks_trained == r.metrics.tasks.len());
+    if records.is_empty() {
+        return Err(Error::Data(format!(
+            "none of the {} run folders found is finished",
+            unfinished.len()
+        )));
+    }
     let groups = group_runs(&records);
     let recorded = if command.is_none() {
         sweep_commands(paths)
@@ -599,7 +609,22 @@ pub fn write_results(
         c.seed = g.seeds.first().copied().unwrap_or(0);
         crate::report::write_atomic(&path, c.to_toml()?.as_bytes())?;
     }
-    let md = results_markdown(&records, &groups, command.as_deref());
+    let mut md = results_markdown(&records, &groups, command.as_deref());
+    if !unfinished.is_empty() {
+        let _ = writeln!(md, "## Unfinished runs (not in the tables)\n");
+        for r in &unfinished {
+            let _ = writeln!(
+                md,
+                "- `{}`: {} seed {}, {} of {} tasks",
+                r.dir.display(),
+                r.method,
+                r.seed,
+                r.metrics.tasks_trained,
+                r.metrics.tasks.len()
+            );
+        }
+        let _ = writeln!(md);
+    }
     crate::report::write_atomic(&out.join("README.md"), md.as_bytes())?;
     write_report(&records, &out.join("report"))?;
     Ok(ResultsWritten {
