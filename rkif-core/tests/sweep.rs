@@ -180,6 +180,13 @@ fn killed_sweep_resumes_finished_runs_are_kept_and_results_match_metrics() {
         .collect();
     assert_eq!(again, times);
 
+    // A dry run reports the states and trains nothing.
+    let dry = sweep(&config, &out, &["--dry-run"])
+        .output()
+        .expect("sweep");
+    let listing = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(listing.matches(": finished").count(), 4, "{listing}");
+
     // Other settings over the same folder are refused, naming the key.
     let refused = sweep(&config, &out, &["--max-train", "12"])
         .output()

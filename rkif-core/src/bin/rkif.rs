@@ -161,6 +161,10 @@ struct SweepArgs {
     /// The sweep folder.
     #[arg(long, default_value = "sweeps")]
     out: PathBuf,
+    /// Check the settings against existing run folders and print each run's state; train
+    /// nothing and write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
@@ -358,6 +362,19 @@ fn sweep(args: SweepArgs) -> CliResult {
         if r.dir.join("manifest.json").is_file() {
             check_saved_config(&r.dir, &r.config(&base))?;
         }
+    }
+    if args.dry_run {
+        for r in &runs {
+            let state = match run_status(&r.dir)? {
+                RunStatus::New => "new".to_string(),
+                RunStatus::Unfinished { tasks_done, tasks } => {
+                    format!("unfinished ({tasks_done} of {tasks} tasks)")
+                }
+                RunStatus::Finished { .. } => "finished".to_string(),
+            };
+            println!("{}: {state}", r.dir.display());
+        }
+        return Ok(());
     }
     std::fs::create_dir_all(&args.out).map_err(|e| rkif_core::Error::io(&args.out, e))?;
     SweepRecord::collect(&args.out, &grid, &command)?.save(&args.out)?;
