@@ -86,7 +86,19 @@ pub struct RunRecord {
 pub fn load_run(dir: &Path) -> Result<RunRecord> {
     let run = RunDir::open(dir)?;
     let manifest = run.load_manifest()?;
-    let metrics = run.load_metrics()?;
+    let metrics = if run.metrics_path().is_file() {
+        run.load_metrics()?
+    } else {
+        // Started, no task finished yet: an empty matrix over the run's tasks.
+        let tasks: Vec<String> = manifest
+            .config
+            .pointer("/run/tasks")
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .ok_or_else(|| Error::format(run.manifest_path(), "config.run.tasks: missing"))?;
+        let matrix = crate::eval::AccuracyMatrix::new(tasks)
+            .map_err(|e| Error::format(run.manifest_path(), e.to_string()))?;
+        MetricsFile::from_matrix(&matrix)
+    };
     let text = |pointer: &str| {
         manifest
             .config
@@ -227,6 +239,9 @@ pub struct ResultGroup {
     pub bwt: Option<Spread>,
     /// Per task (training order): accuracy after the last trained task.
     pub final_accuracy: Vec<Option<Spread>>,
+    /// Per task (training order): accuracy just after training it (`a[i][i]`); for joint
+    /// training (one evaluation at the end) the same as `final_accuracy`.
+    pub just_trained: Vec<Option<Spread>>,
     /// Seconds of training and evaluation per run.
     pub seconds: Option<Spread>,
     /// The runs' shared config (seed set to 0).
@@ -272,6 +287,7 @@ pub fn group_runs(records: &[RunRecord]) -> Vec<ResultGroup> {
                 op: None,
                 bwt: None,
                 final_accuracy: Vec::new(),
+                just_trained: Vec::new(),
                 seconds: None,
                 config: r.config.clone(),
             }),
@@ -295,6 +311,9 @@ pub fn group_runs(records: &[RunRecord]) -> Vec<ResultGroup> {
         g.final_accuracy = (0..g.tasks.len())
             .map(|i| values(&|r| final_accuracy(&r.metrics, i)))
             .collect();
+        g.just_trained = (0..g.tasks.len())
+            .map(|i| values(&|r| just_trained(&r.metrics, i)))
+            .collect();
         g.seconds = values(&|r| Some(r.seconds));
     }
     groups.sort_by(|a, b| {
@@ -309,6 +328,15 @@ pub fn final_accuracy(m: &MetricsFile, i: usize) -> Option<f64> {
     m.accuracy.get(last)?.get(i).copied().flatten()
 }
 
+/// Accuracy on task `i` just after training it (`a[i][i]`), else the first evaluation of
+/// it after that (joint training evaluates once, after the last task).
+pub fn just_trained(m: &MetricsFile, i: usize) -> Option<f64> {
+    m.accuracy
+        .iter()
+        .skip(i)
+        .find_map(|row| row.get(i).copied().flatten())
+}
+
 /// The caveats a table over `tasks` must carry: the benchmark README's, then the runs' own
 /// (`metrics.json`), without repeats.
 fn caveats_for(tasks: &BTreeSet<String>, records: &[&RunRecord]) -> Vec<String> {
@@ -321,9 +349,15 @@ fn caveats_for(tasks: &BTreeSet<String>, records: &[&RunRecord]) -> Vec<String> 
     if tasks.iter().any(|t| is_superni_task(t)) {
         out.push(SUPERNI_CAVEAT.to_string());
     }
+    // The runs' own caveats, except for tasks whose README caveat is already shown.
+    let covered = |c: &str| {
+        TASK_CAVEATS
+            .iter()
+            .any(|(task, _)| tasks.contains(*task) && c.starts_with(&format!("{task}: ")))
+    };
     for r in records {
         for c in &r.metrics.caveats {
-            if !out.contains(c) {
+            if !out.contains(c) && !covered(c) {
                 out.push(c.clone());
             }
         }
@@ -396,6 +430,21 @@ pub fn results_markdown(
             "Model: {}.\n",
             models.into_iter().collect::<Vec<_>>().join(", ")
         );
+        let sizes: BTreeSet<usize> = in_order
+            .iter()
+            .flat_map(|g| g.runs.iter().map(|&i| &records[i]))
+            .flat_map(|r| r.metrics.task_details.iter())
+            .flat_map(|d| d.examples_evaluated.iter().flatten().copied())
+            .collect();
+        if !sizes.is_empty() {
+            let list: Vec<String> = sizes.iter().map(usize::to_string).collect();
+            let _ = writeln!(
+                md,
+                "Each accuracy is over {} test examples of the task (a cap takes the same \
+                 seeded subset after every task).\n",
+                list.join(" or ")
+            );
+        }
         let mut task_columns: Vec<String> = Vec::new();
         for g in &in_order {
             for t in &g.tasks {
@@ -433,6 +482,33 @@ pub fn results_markdown(
                 let _ = write!(md, " {} |", percent(cell));
             }
             let _ = writeln!(md, " {} |", minutes(g.seconds));
+        }
+        let _ = writeln!(
+            md,
+            "\nAccuracy on each task just after training it (`a[i][i]`; MTL: after joint \
+             training), to see whether a task was learned at all:\n"
+        );
+        let _ = write!(md, "| method |");
+        for t in &task_columns {
+            let _ = write!(md, " {t} |");
+        }
+        let _ = writeln!(md);
+        let _ = write!(md, "|---|");
+        for _ in &task_columns {
+            let _ = write!(md, "---|");
+        }
+        let _ = writeln!(md);
+        for g in &in_order {
+            let _ = write!(md, "| {} |", g.method);
+            for t in &task_columns {
+                let cell = g
+                    .tasks
+                    .iter()
+                    .position(|x| x == t)
+                    .and_then(|i| g.just_trained.get(i).copied().flatten());
+                let _ = write!(md, " {} |", percent(cell));
+            }
+            let _ = writeln!(md);
         }
         let tasks: BTreeSet<String> = task_columns.iter().cloned().collect();
         let runs: Vec<&RunRecord> = in_order
@@ -482,7 +558,7 @@ fn paper_section(md: &mut String) {
         md,
         "The Recurrent-KIF paper reports, for T5-large averaged over three task orders (OP / \
          BWT, %; second-hand transcription, `METHOD.md` §10). Our runs use a far smaller \
-         model, a reduced protocol and other task orders, so only the ordering of methods is \
+         model, a reduced protocol and one task order, so only the ordering of methods is \
          comparable (SeqLoRA forgets most, MTL is the upper bound, Recurrent-KIF above TaSL \
          and SeqLoRA), not the levels.\n"
     );
@@ -779,6 +855,42 @@ mod tests {
         assert_eq!(c, vec![SUPERNI_CAVEAT.to_string()]);
         assert!(!is_superni_task("task"));
         assert!(!is_superni_task("tasks1"));
+    }
+
+    #[test]
+    fn a_started_run_without_metrics_is_listed_as_unfinished() -> Result<()> {
+        let tmp = tempfile::tempdir().unwrap();
+        let save = |name: &str, rows: Option<&[&[f64]]>| -> Result<()> {
+            let run = RunDir::create(tmp.path().join(name))?;
+            let mut m = crate::report::Manifest::new(name, name, "cpu", 1, "unix:0");
+            m.config = serde_json::to_value(RunConfig::default()).unwrap();
+            if let serde_json::Value::Object(map) = &mut m.config {
+                map.insert(
+                    "run".into(),
+                    serde_json::json!({"tasks": ["a", "b"], "order": "o"}),
+                );
+            }
+            run.save_manifest(&m)?;
+            if let Some(rows) = rows {
+                run.save_metrics(&record(name, 1, rows, &["a", "b"]).metrics)?;
+            }
+            Ok(())
+        };
+        save("seq-lora", Some(&[&[0.5], &[0.25, 0.75]]))?;
+        save("rkif", None)?;
+        let out = tmp.path().join("results");
+        let written = write_results(&[tmp.path()], &out, None)?;
+        assert_eq!(written, ResultsWritten { runs: 1, groups: 1 });
+        let md = fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(
+            md.contains("| seq-lora | 42 | 50.0 | -25.0 | 25.0 | 75.0 |"),
+            "{md}"
+        );
+        assert!(md.contains("rkif seed 42, 0 of 2 tasks"), "{md}");
+        assert!(out
+            .join("report/runs/o-seq-lora-seed-42/metrics.json")
+            .is_file());
+        Ok(())
     }
 
     #[test]
