@@ -503,34 +503,36 @@ impl RunConfig {
         Ok(c)
     }
 
-    /// The reduced CPU protocol: SmolLM2-135M-Instruct on Standard CL order 1, sized so that
-    /// one method takes about 12-20 minutes with one tensor thread on this project's busy
-    /// 2-core machine.
+    /// The reduced CPU protocol: SmolLM2-135M-Instruct on Standard CL order 1
+    /// (dbpedia → amazon → yahoo → agnews), sized so that the five methods finish in about
+    /// an hour and a half with one tensor thread on this project's busy 2-core machine.
     ///
-    /// Measured there (SmolLM2 in f32, LoRA r 8 on `q_proj`/`v_proj`, one thread, load
-    /// average 5-7 from other work): one optimiser step of 8 prompts of up to 128 tokens took
-    /// 26 s (about 25 ms per token, forward and backward); greedy evaluation about 14 ms per
-    /// prompt token; loading the GGUF 2 s. The budget is therefore set by tokens:
+    /// Measured there before choosing (SmolLM2 in f32, LoRA r 8 on `q_proj`/`v_proj`, one
+    /// thread, load average 5-7 from other work): one optimiser step of 8 prompts of up to
+    /// 128 tokens took 26 s; loading the GGUF 2 s; perf showed 80% of the time in f32
+    /// matrix products at about half a core. Compute is set by tokens, so:
     ///
     /// - `data.max_train_per_task = 64` (the first 64 of each task's 1000 training records,
     ///   which the benchmark stores in random order), 1 epoch, micro-batch 4, no accumulation:
-    ///   16 optimiser steps per task (about 8 s each), 2 Recurrent-KIF rounds of 8 inner and
-    ///   4 outer steps.
+    ///   16 optimiser steps per task (8 s each with one run on the machine, 12-25 s with two
+    ///   or three), 2 Recurrent-KIF rounds of 8 inner and 4 outer steps.
     /// - `model.max_source_len = 80`: prompts keep their last 80 tokens (the end of the input
     ///   and `### Response:`); the Alpaca preamble and the instruction with its option list
-    ///   are cut for most records, so the model tells the topic tasks apart by their inputs.
+    ///   are cut for most records, so the model tells the topic tasks apart by their inputs
+    ///   and learns each label set from the training answers.
     /// - `max_target_len = 8`, `eval.max_new_tokens = 6`: the longest label
     ///   (`Educational Institution`, `Entertainment & Music`) is at most 5 tokens.
     /// - `lr = 2e-3` with 2 warm-up steps (linear decay): few steps, so a larger rate.
     /// - `kif.memory_fraction = 0.125`, `kif.memory_batch = 4`: 8 class-balanced examples per
     ///   earlier task (the reference keeps 2% of 1000 = 20; 2% of 64 would be one).
     /// - `eval.max_examples_per_task = 20` (a seeded subset, the same after every task),
-    ///   one batch of 20: 10 task evaluations per run (1 + 2 + 3 + 4).
+    ///   one batch of 20: 10 task evaluations per run (1 + 2 + 3 + 4), 50-120 s each.
     /// - `eval.select = last`: no validation passes (the reference selects by validation
     ///   loss; here that would cost a forward pass over the validation set every few steps).
     ///
-    /// Estimated cost per method: SeqLoRA, Replay and TaSL about 12 minutes, Recurrent-KIF
-    /// about 15 (24 extra outer steps), MTL about 10 (64 steps, one evaluation).
+    /// Measured per method (training + evaluation, two or three runs sharing the machine
+    /// with other work): SeqLoRA 27 min, MTL 21 min; Replay, TaSL and Recurrent-KIF in the
+    /// README's results table. Evaluation is about half of it.
     pub fn cpu_smollm2() -> RunConfig {
         let mut c = RunConfig::default();
         c.model.source = ModelSource::Gguf {
