@@ -742,6 +742,20 @@ mod tests {
         Ok(())
     }
 
+    #[cfg(feature = "candle")]
+    #[test]
+    fn cpu_smollm2_budget_is_as_documented() -> Result<()> {
+        let c = RunConfig::preset("cpu-smollm2")?;
+        let train = c.data.max_train_per_task.unwrap_or(0);
+        assert_eq!(train, 64);
+        // 16 steps per task: two rounds of 8 inner steps.
+        assert_eq!(crate::session::planned_steps(&c, train), 16);
+        assert_eq!(16 / c.kif.inner_steps, 2);
+        assert_eq!(crate::data::replay_size(train, c.kif.memory_fraction), 8);
+        assert_eq!(c.data.order.as_deref(), Some("standard-1"));
+        Ok(())
+    }
+
     #[test]
     fn method_names_parse_back() -> Result<()> {
         for m in Method::ALL {
