@@ -438,7 +438,7 @@ fn print_sweep_summary(out: &Path, runs: &[rkif_core::sweep::PlannedRun]) -> rki
         "order", "method", "seed", "OP", "BWT", "time"
     );
     for r in runs {
-        let record = rkif_core::report::results::load_run(&r.dir)?;
+        let record = rkif_core::results::load_run(&r.dir)?;
         let fmt =
             |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{:.1}", x * 100.0));
         println!(
@@ -476,7 +476,7 @@ fn command_line() -> String {
 }
 
 fn results(runs: &[PathBuf], out: &Path, command: Option<&str>) -> CliResult {
-    let written = rkif_core::report::results::write_results(runs, out, command)?;
+    let written = rkif_core::results::write_results(runs, out, command)?;
     println!(
         "wrote {} ({} runs in {} groups) and {}",
         out.join("README.md").display(),

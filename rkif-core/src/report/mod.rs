@@ -9,7 +9,6 @@
 //! - [`schema`]: versioning and the checks made on load.
 //! - [`figures`]: plotly figures of a run, shared by the viewer and notebooks.
 //! - [`site`]: the static report folder (`rkif report`), not on wasm.
-//! - [`results`]: the results folder (`rkif results`): tables over seeds and a site, not on wasm.
 //! - [`atomic`]: crash-safe writes and JSON reading with errors that name the file.
 //!
 //! ```
@@ -38,8 +37,6 @@ pub mod figures;
 pub mod importance;
 pub mod manifest;
 pub mod metrics_file;
-#[cfg(not(target_family = "wasm"))]
-pub mod results;
 pub mod run_dir;
 pub mod schema;
 #[cfg(not(target_family = "wasm"))]

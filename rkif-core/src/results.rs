@@ -720,10 +720,10 @@ fn sweep_commands(paths: &[impl AsRef<Path>]) -> Option<String> {
 }
 
 /// The viewer site of `records`, each run named `<order>-<method>-seed-<seed>`: the runs'
-/// small artifacts are staged under those names and [`super::site::write_site`] copies them.
+/// small artifacts are staged under those names and [`crate::report::site::write_site`] copies them.
 /// A previous site in `site` (a folder with `runs/index.json`) is replaced.
 fn write_report(records: &[RunRecord], site: &Path) -> Result<()> {
-    if super::site::index_path(site).is_file() {
+    if crate::report::site::index_path(site).is_file() {
         fs::remove_dir_all(site).map_err(|e| Error::io(site, e))?;
     }
     // Staged next to the site (same file system), removed afterwards.
@@ -762,7 +762,7 @@ fn stage_and_write(records: &[RunRecord], stage: &Path, site: &Path) -> Result<(
         }
         staged.push(to);
     }
-    super::site::write_site(&staged, site)?;
+    crate::report::site::write_site(&staged, site)?;
     Ok(())
 }
 
