@@ -216,9 +216,20 @@ impl Spread {
     /// As a percentage: `61.3 ± 2.0`, or `61.3` for one value.
     pub fn percent(&self) -> String {
         match self.sd {
-            Some(sd) => format!("{:.1} ± {:.1}", self.mean * 100.0, sd * 100.0),
-            None => format!("{:.1}", self.mean * 100.0),
+            Some(sd) => format!("{} ± {:.1}", one_decimal(self.mean * 100.0), sd * 100.0),
+            None => one_decimal(self.mean * 100.0),
         }
+    }
+}
+
+/// `x` with one decimal; a value that rounds to zero is `0.0`, never `-0.0` (a sum of
+/// accuracy differences can land a hair below zero).
+pub fn one_decimal(x: f64) -> String {
+    let text = format!("{x:.1}");
+    if text == "-0.0" {
+        "0.0".to_string()
+    } else {
+        text
     }
 }
 
@@ -582,7 +593,7 @@ fn runs_section(md: &mut String, records: &[RunRecord], groups: &[ResultGroup]) 
         for &i in &g.runs {
             let r = &records[i];
             let one =
-                |v: Option<f64>| v.map_or_else(|| "–".to_string(), |x| format!("{:.1}", x * 100.0));
+                |v: Option<f64>| v.map_or_else(|| "–".to_string(), |x| one_decimal(x * 100.0));
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {:.1} min | `{}` | [{}](configs/{}) |",
@@ -801,6 +812,7 @@ mod tests {
         assert_eq!(s.percent(), "60.0 ± 14.1");
         assert_eq!(Spread::of(&[0.25]).unwrap().percent(), "25.0");
         assert!(Spread::of(&[]).is_none());
+        assert_eq!(Spread::of(&[-1e-17]).unwrap().percent(), "0.0");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rkif_core::config::RunConfig;
 use rkif_core::model::embedded::{build, Recipe};
 use rkif_core::report::MetricsFile;
+use rkif_core::results::one_decimal;
 use rkif_core::sweep::{RunStatus, SweepRecord};
 
 fn rkif() -> Command {
@@ -224,16 +225,16 @@ fn killed_sweep_resumes_finished_runs_are_kept_and_results_match_metrics() {
         let cell = |v: &[f64]| {
             let mean = (v[0] + v[1]) / 2.0;
             let sd = ((v[0] - mean).powi(2) + (v[1] - mean).powi(2)).sqrt();
-            format!("{mean:.1} ± {sd:.1}")
+            format!("{} ± {sd:.1}", one_decimal(mean))
         };
         let row = format!("| {method} | 1, 2 | {} | {} |", cell(&op), cell(&bwt));
         assert!(md.contains(&row), "missing `{row}` in\n{md}");
         // Per run, too.
         for (seed, m) in [1, 2].iter().zip(&runs) {
             let line = format!(
-                "| mini-1 | {method} | {seed} | {:.1} | {:.1} |",
-                m.op.value.expect("op") * 100.0,
-                m.bwt.value.expect("bwt") * 100.0
+                "| mini-1 | {method} | {seed} | {} | {} |",
+                one_decimal(m.op.value.expect("op") * 100.0),
+                one_decimal(m.bwt.value.expect("bwt") * 100.0)
             );
             assert!(md.contains(&line), "missing `{line}` in\n{md}");
         }
