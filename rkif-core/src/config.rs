@@ -475,7 +475,11 @@ impl Default for RunConfig {
 }
 
 /// The names of the built-in presets.
-pub const PRESETS: [&str; 3] = ["reference-t5", "reference-llama", "quick"];
+pub const PRESETS: [&str; 4] = ["reference-t5", "reference-llama", "quick", "cpu-smollm2"];
+
+/// Where the `cpu-smollm2` preset looks for SmolLM2-135M-Instruct (relative to the working
+/// directory; `--gguf` overrides it).
+pub const SMOLLM2_GGUF: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 impl RunConfig {
     /// A built-in preset:
@@ -485,6 +489,9 @@ impl RunConfig {
     /// - `reference-llama`: the reference's LLaMA setting (effective batch 64, `q_proj`, `v_proj`).
     /// - `quick`: the embedded default benchmark and base model, sized to finish in minutes on a
     ///   laptop CPU.
+    /// - `cpu-smollm2`: the reduced CPU protocol on SmolLM2-135M-Instruct ([`SMOLLM2_GGUF`])
+    ///   and Standard CL order 1 (the data folder from `--data-dir` or `RKIF_DATA_DIR`); see
+    ///   [`RunConfig::cpu_smollm2`] for every number and why.
     pub fn preset(name: &str) -> Result<RunConfig> {
         let mut c = RunConfig::default();
         match name {
@@ -507,6 +514,7 @@ impl RunConfig {
                 c.model.max_source_len = 96;
                 c.model.max_target_len = 8;
             }
+            "cpu-smollm2" => c = RunConfig::cpu_smollm2(),
             other => {
                 return Err(Error::config(
                     "preset",
@@ -515,6 +523,60 @@ impl RunConfig {
             }
         }
         Ok(c)
+    }
+
+    /// The reduced CPU protocol: SmolLM2-135M-Instruct on Standard CL order 1
+    /// (dbpedia → amazon → yahoo → agnews), sized so that the five methods finish in about
+    /// an hour and a half with one tensor thread on this project's busy 2-core machine.
+    ///
+    /// Measured there before choosing (SmolLM2 in f32, LoRA r 8 on `q_proj`/`v_proj`, one
+    /// thread, load average 5-7 from other work): one optimiser step of 8 prompts of up to
+    /// 128 tokens took 26 s; loading the GGUF 2 s; perf showed 80% of the time in f32
+    /// matrix products at about half a core. Compute is set by tokens, so:
+    ///
+    /// - `data.max_train_per_task = 64` (the first 64 of each task's 1000 training records,
+    ///   which the benchmark stores in random order), 1 epoch, micro-batch 4, no accumulation:
+    ///   16 optimiser steps per task (8 s each with one run on the machine, 12-25 s with two
+    ///   or three), 2 Recurrent-KIF rounds of 8 inner and 4 outer steps.
+    /// - `model.max_source_len = 80`: prompts keep their last 80 tokens (the end of the input
+    ///   and `### Response:`); the Alpaca preamble and the instruction with its option list
+    ///   are cut for most records, so the model tells the topic tasks apart by their inputs
+    ///   and learns each label set from the training answers.
+    /// - `max_target_len = 8`, `eval.max_new_tokens = 6`: the longest label
+    ///   (`Educational Institution`, `Entertainment & Music`) is at most 5 tokens.
+    /// - `lr = 2e-3` with 2 warm-up steps (linear decay): few steps, so a larger rate.
+    /// - `kif.memory_fraction = 0.125`, `kif.memory_batch = 4`: 8 class-balanced examples per
+    ///   earlier task (the reference keeps 2% of 1000 = 20; 2% of 64 would be one).
+    /// - `eval.max_examples_per_task = 20` (a seeded subset, the same after every task),
+    ///   one batch of 20: 10 task evaluations per run (1 + 2 + 3 + 4), 50-120 s each.
+    /// - `eval.select = last`: no validation passes (the reference selects by validation
+    ///   loss; here that would cost a forward pass over the validation set every few steps).
+    ///
+    /// Measured per method (training + evaluation, two or three runs sharing the machine
+    /// with other work): SeqLoRA 27 min, MTL 21 min; Replay, TaSL and Recurrent-KIF in the
+    /// README's results table. Evaluation is about half of it.
+    pub fn cpu_smollm2() -> RunConfig {
+        let mut c = RunConfig::default();
+        c.model.source = ModelSource::Gguf {
+            path: PathBuf::from(SMOLLM2_GGUF),
+        };
+        c.model.lora.targets = vec!["q_proj".into(), "v_proj".into()];
+        c.model.max_source_len = 80;
+        c.model.max_target_len = 8;
+        c.optim.lr = 2e-3;
+        c.optim.warmup_steps = 2;
+        c.optim.micro_batch = 4;
+        c.optim.grad_accum = 1;
+        c.optim.epochs = 1;
+        c.kif.memory_fraction = 0.125;
+        c.kif.memory_batch = 4;
+        c.eval.max_new_tokens = 6;
+        c.eval.batch_size = 20;
+        c.eval.max_examples_per_task = Some(20);
+        c.eval.select = Selection::Last;
+        c.data.order = Some("standard-1".into());
+        c.data.max_train_per_task = Some(64);
+        c
     }
 
     /// Parse a TOML config (unknown keys refused) and validate it. `origin` names the source in
@@ -731,6 +793,20 @@ mod tests {
             }
         );
         assert_eq!(c.kif, KifConfig::default());
+        Ok(())
+    }
+
+    #[cfg(feature = "candle")]
+    #[test]
+    fn cpu_smollm2_budget_is_as_documented() -> Result<()> {
+        let c = RunConfig::preset("cpu-smollm2")?;
+        let train = c.data.max_train_per_task.unwrap_or(0);
+        assert_eq!(train, 64);
+        // 16 steps per task: two rounds of 8 inner steps.
+        assert_eq!(crate::session::planned_steps(&c, train), 16);
+        assert_eq!(16 / c.kif.inner_steps, 2);
+        assert_eq!(crate::data::replay_size(train, c.kif.memory_fraction), 8);
+        assert_eq!(c.data.order.as_deref(), Some("standard-1"));
         Ok(())
     }
 

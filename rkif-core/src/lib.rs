@@ -9,6 +9,8 @@
 //! - [`data`]: benchmark folders, examples, replay memory and validation sets.
 //! - [`eval`]: exact-match accuracy, the accuracy matrix and the continual-learning metrics.
 //! - [`report`]: the run-artifact schema (`manifest.json`, `metrics.json`, `events.jsonl`).
+//! - [`sweep`]: methods × orders × seeds, one run folder each, and their state.
+//! - [`results`]: the results folder (`rkif results`): tables over seeds and a viewer site.
 //!
 //! With the default `candle` feature:
 //!
@@ -27,6 +29,10 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod report;
+#[cfg(not(target_family = "wasm"))]
+pub mod results;
+#[cfg(not(target_family = "wasm"))]
+pub mod sweep;
 
 #[cfg(feature = "evcxr")]
 pub mod display;

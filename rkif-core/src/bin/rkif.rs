@@ -42,6 +42,24 @@ enum Command {
     /// Evaluate a saved adapter (`runs/x/adapters/task-003`, PEFT layout) or the bare base
     /// model on the test sets of a benchmark's tasks; prints an accuracy table.
     Eval(Box<EvalArgs>),
+    /// Train every combination of methods × task orders × seeds, one run folder each
+    /// (`<out>/<order>/seed-<seed>/<method>`). Rerunning the same command skips finished
+    /// runs and resumes unfinished ones.
+    Sweep(Box<SweepArgs>),
+    /// Summarise run folders (or sweep folders) into `<out>/README.md`, a markdown table with
+    /// mean and spread over seeds, and `<out>/report/`, the viewer site of those runs.
+    Results {
+        /// Run folders, or folders to search for run folders (e.g. a sweep's output).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// The command that produced the runs, quoted in the README (default: the command
+        /// recorded in a sweep folder's sweep.json, else the runs' configs).
+        #[arg(long)]
+        command: Option<String>,
+    },
     /// List the benchmarks, tasks and orders of a data folder and check its files.
     Data {
         /// The benchmark folder (default: RKIF_DATA_DIR, else the embedded rkif-mini).
@@ -71,7 +89,7 @@ struct RunArgs {
     /// A TOML config file (see `--print-config` for every key).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A preset: reference-t5, reference-llama, quick (default: quick).
+    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2 (default: quick).
     #[arg(long)]
     preset: Option<String>,
     /// Methods to run, each into its own run folder (repeat or comma-separate).
@@ -118,7 +136,7 @@ struct EvalArgs {
     /// A TOML config file (model, data and eval settings are used).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A preset: reference-t5, reference-llama, quick.
+    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2.
     #[arg(long)]
     preset: Option<String>,
     /// Tasks to evaluate, in this order (repeat or comma-separate); overrides --order.
@@ -147,6 +165,51 @@ struct EvalArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// A TOML config file (see `rkif run --print-config` for every key).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2 (default: quick).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Methods (repeat or comma-separate; default: seq-lora,rkif).
+    #[arg(long, value_delimiter = ',')]
+    method: Vec<String>,
+    /// Task orders of the benchmark (repeat or comma-separate; default: the config's order,
+    /// else the benchmark's first).
+    #[arg(long, value_delimiter = ',')]
+    order: Vec<String>,
+    /// Root seeds (repeat or comma-separate; default: the config's seed).
+    #[arg(long, value_delimiter = ',')]
+    seed: Vec<u64>,
+    /// The benchmark folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A local Hugging Face model folder.
+    #[arg(long, conflicts_with = "gguf")]
+    model_dir: Option<PathBuf>,
+    /// A GGUF model file (dequantised to f32).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// At most this many training examples per task.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// At most this many test examples per task.
+    #[arg(long)]
+    max_eval: Option<usize>,
+    /// Epochs per task.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// The sweep folder.
+    #[arg(long, default_value = "sweeps")]
+    out: PathBuf,
+    /// Check the settings against existing run folders and print each run's state; train
+    /// nothing and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -159,6 +222,8 @@ fn main() -> ExitCode {
     }))) {
         Command::Run(args) => run(*args),
         Command::Eval(args) => eval(*args),
+        Command::Sweep(args) => sweep(*args),
+        Command::Results { runs, out, command } => results(&runs, &out, command.as_deref()),
         Command::Data { data_dir } => data(data_dir),
         Command::BaseModel { out } => base_model(&out),
         Command::Report { runs, out } => report(&runs, &out),
@@ -357,6 +422,178 @@ fn run_one(
         }));
     }
     Ok(session.matrix().clone())
+}
+
+fn sweep(args: SweepArgs) -> CliResult {
+    use rkif_core::sweep::{check_saved_config, run_status, RunStatus, SweepGrid, SweepRecord};
+    let run_args = RunArgs {
+        config: args.config.clone(),
+        preset: args.preset.clone(),
+        data_dir: args.data_dir.clone(),
+        model_dir: args.model_dir.clone(),
+        gguf: args.gguf.clone(),
+        max_train: args.max_train,
+        max_eval: args.max_eval,
+        epochs: args.epochs,
+        order: args.order.first().cloned(),
+        ..RunArgs::default()
+    };
+    let base = resolve_config(&run_args)?;
+    let methods = if args.method.is_empty() {
+        vec![Method::SeqLora, Method::Rkif]
+    } else {
+        args.method
+            .iter()
+            .map(|m| Method::parse(m.trim()))
+            .collect::<rkif_core::Result<_>>()?
+    };
+    let orders = if args.order.is_empty() {
+        vec![default_order(&base)?]
+    } else {
+        args.order.iter().map(|o| o.trim().to_string()).collect()
+    };
+    let seeds = if args.seed.is_empty() {
+        vec![base.seed]
+    } else {
+        args.seed.clone()
+    };
+    let grid = SweepGrid {
+        methods,
+        orders,
+        seeds,
+    };
+    grid.validate()?;
+    let command = command_line();
+    let runs = grid.runs(&args.out);
+    // Refuse a rerun with other settings before training anything.
+    for r in &runs {
+        if r.dir.join("manifest.json").is_file() {
+            check_saved_config(&r.dir, &r.config(&base))?;
+        }
+    }
+    if args.dry_run {
+        for r in &runs {
+            let state = match run_status(&r.dir)? {
+                RunStatus::New => "new".to_string(),
+                RunStatus::Unfinished { tasks_done, tasks } => {
+                    format!("unfinished ({tasks_done} of {tasks} tasks)")
+                }
+                RunStatus::Finished { .. } => "finished".to_string(),
+            };
+            println!("{}: {state}", r.dir.display());
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| rkif_core::Error::io(&args.out, e))?;
+    SweepRecord::collect(&args.out, &grid, &command)?.save(&args.out)?;
+    let total = runs.len();
+    let stop = stop_on_ctrl_c()?;
+    for (i, r) in runs.iter().enumerate() {
+        let label = format!(
+            "[{}/{total}] {} {} seed {}",
+            i + 1,
+            r.order,
+            r.method.name(),
+            r.seed
+        );
+        match run_status(&r.dir)? {
+            RunStatus::Finished { .. } => {
+                eprintln!("{label}: finished, skipped ({})", r.dir.display());
+                continue;
+            }
+            RunStatus::Unfinished { tasks_done, tasks } => {
+                eprintln!("{label}: resuming after {tasks_done} of {tasks} tasks");
+            }
+            RunStatus::New => eprintln!("{label}: starting ({})", r.dir.display()),
+        }
+        run_one(r.config(&base), &r.dir, &stop)?;
+        SweepRecord::collect(&args.out, &grid, &command)?.save(&args.out)?;
+    }
+    println!();
+    print_sweep_summary(&args.out, &runs)?;
+    Ok(())
+}
+
+/// The config's task order, else the benchmark's first (what `rkif run` would train).
+fn default_order(cfg: &RunConfig) -> rkif_core::Result<String> {
+    if let Some(o) = &cfg.data.order {
+        return Ok(o.clone());
+    }
+    let dir = match (
+        &cfg.data.dir,
+        std::env::var_os(rkif_core::data::DATA_DIR_ENV),
+    ) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) if !d.is_empty() => PathBuf::from(d),
+        _ => rkif_core::session::default_benchmark_dir(),
+    };
+    let bench = Benchmark::open(&dir)?;
+    bench
+        .orders()
+        .first()
+        .map(|o| o.name.clone())
+        .ok_or_else(|| {
+            rkif_core::Error::config(
+                "data.order",
+                format!("{}: the benchmark has no task order", dir.display()),
+            )
+        })
+}
+
+/// One line per run of a sweep: OP, BWT and train + evaluation time, from its files.
+fn print_sweep_summary(out: &Path, runs: &[rkif_core::sweep::PlannedRun]) -> rkif_core::Result<()> {
+    println!(
+        "{:<14} {:<16} {:>5} {:>8} {:>8} {:>9}",
+        "order", "method", "seed", "OP", "BWT", "time"
+    );
+    for r in runs {
+        let record = rkif_core::results::load_run(&r.dir)?;
+        let fmt =
+            |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{:.1}", x * 100.0));
+        println!(
+            "{:<14} {:<16} {:>5} {:>8} {:>8} {:>8.0}s",
+            r.order,
+            r.method.name(),
+            r.seed,
+            fmt(record.metrics.op.value),
+            fmt(record.metrics.bwt.value),
+            record.seconds
+        );
+    }
+    println!(
+        "\nsweep: {} (summarise with `rkif results {} --out results`)",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The command line as typed (arguments with spaces quoted), for the records.
+fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "rkif".to_string() } else { a };
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"') {
+                format!("{a:?}")
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn results(runs: &[PathBuf], out: &Path, command: Option<&str>) -> CliResult {
+    let written = rkif_core::results::write_results(runs, out, command)?;
+    println!(
+        "wrote {} ({} runs in {} groups) and {}",
+        out.join("README.md").display(),
+        written.runs,
+        written.groups,
+        out.join("report").display()
+    );
+    Ok(())
 }
 
 fn print_summary(results: &[(Method, AccuracyMatrix, f64, PathBuf)]) {
