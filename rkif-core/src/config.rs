@@ -511,7 +511,11 @@ impl RunConfig {
                 c.optim.lr = 1e-3;
                 c.eval.max_new_tokens = 8;
                 c.eval.val_every = 20;
-                c.model.max_source_len = 96;
+                // The adapter after the task's last step: best-validation selection over the
+                // tasks seen so far picks early checkpoints that have not learned the new task
+                // yet (measured on rkif-mini: SeqLoRA's later tasks stayed near chance).
+                c.eval.select = Selection::Last;
+                c.model.max_source_len = 128;
                 c.model.max_target_len = 8;
             }
             "cpu-smollm2" => c = RunConfig::cpu_smollm2(),

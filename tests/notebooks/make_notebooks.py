@@ -89,7 +89,7 @@ Every few steps it **fuses** the two kinds of update with those estimates, so th
 tasks rely on are protected. Notebooks 02 and 03 take one round apart.
 
 This notebook runs both methods on the project's small built-in benchmark, `rkif-mini` (four tasks
-over one vocabulary: `topic`, `sentiment`, `pair`, `person`) with a small built-in base model, and
+over one vocabulary: `topic`, `sentiment`, `place`, `time`) with a small built-in base model, and
 compares their **accuracy matrices**. Budgets are tiny so it finishes in a few minutes on a CPU.
 """),
     *setup_cells(),

@@ -7,18 +7,29 @@
 //! |---|---|---|---|
 //! | `topic` | topic classification | what the sentence is about | sport, food, music, travel |
 //! | `sentiment` | sentiment | whether the sentence is positive (negation flips it) | good, bad |
-//! | `pair` | sentence-pair relation | whether two sentences share a topic | yes, no |
-//! | `person` | entity | who the sentence is about | anna, ben, carla, dev |
+//! | `place` | location | where it happened | home, park, school, city |
+//! | `time` | temporal attribute | when it happened | morning, noon, evening, night |
 //!
-//! Every task reads the same kind of sentence (a person, topic nouns, an adjective), so the
-//! tasks differ only in the question asked and the label words answered: a small model that
-//! learns them one after another without memory overwrites the mapping of earlier questions,
-//! which is the forgetting continual learning is about. Labels are balanced within each split.
+//! Every task reads the same kind of sentence (a person, topic nouns, two adjectives of one
+//! polarity, two words of a place, two words of a time of day), so the tasks differ only in the question asked and the
+//! label words answered: a small model that learns them one after another without memory
+//! overwrites the mapping of earlier questions, which is the forgetting continual learning is
+//! about. Labels are balanced within each split.
 //!
-//! [`pretraining_corpus`] draws plain sentences of the same language (no questions, no
-//! labels) for pretraining the embedded base model, from a separate seed.
+//! Every attribute is carried by at least two words. A tiny model (the embedded base) learns
+//! to read an attribute spread over several words early in pretraining, but needs thousands of
+//! steps to learn to fetch a single word (measured: a person's name, said once or twice, a
+//! negated adjective and a sentence-pair comparison stayed at or near chance after 3000-4000
+//! steps, and LoRA fine-tuning could not teach them). So there is no negation, no sentence-pair
+//! task and no "who" task here.
+//!
+//! [`pretraining_corpus`] draws documents of the same language for pretraining the embedded
+//! base model, from a separate seed: sentences followed by plain statements of their
+//! attributes ("so the subject was music , the place was park ..."), the world knowledge a
+//! pretrained model brings. The task questions, the Alpaca template and the benchmark records
+//! are never in it; fine-tuning has to map each question to the right attribute.
 
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -56,6 +67,13 @@ const TOPICS: [(&str, [&str; 8]); 4] = [
     ),
 ];
 const PEOPLE: [&str; 4] = ["anna", "ben", "carla", "dev"];
+/// Places (the `place` task's labels), each with the words that reveal it.
+const PLACES: [(&str, [&str; 4]); 4] = [
+    ("home", ["sofa", "bedroom", "garden", "porch"]),
+    ("park", ["bench", "lawn", "pond", "fountain"]),
+    ("school", ["classroom", "desk", "library", "blackboard"]),
+    ("city", ["street", "square", "tower", "bridge"]),
+];
 const POSITIVE: [&str; 6] = [
     "great",
     "lovely",
@@ -66,7 +84,13 @@ const POSITIVE: [&str; 6] = [
 ];
 const NEGATIVE: [&str; 6] = ["awful", "boring", "terrible", "dull", "poor", "horrible"];
 const VERBS: [&str; 5] = ["saw", "found", "described", "remembered", "talked about"];
-const TIMES: [&str; 4] = ["yesterday", "today", "last week", "this morning"];
+/// Times of day (the `time` task's labels), each with the words that reveal it.
+const TIMES: [(&str, [&str; 4]); 4] = [
+    ("morning", ["sunrise", "breakfast", "dawn", "coffee"]),
+    ("noon", ["lunch", "midday", "heat", "sunshine"]),
+    ("evening", ["sunset", "dusk", "supper", "twilight"]),
+    ("night", ["moon", "stars", "midnight", "darkness"]),
+];
 
 /// One record, in the real benchmark's field order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,13 +111,13 @@ pub struct TaskSpec {
 }
 
 /// The task names, in the benchmark's first order.
-pub const TASKS: [&str; 4] = ["topic", "sentiment", "pair", "person"];
+pub const TASKS: [&str; 4] = ["topic", "sentiment", "place", "time"];
 
 /// The task orders (`configs/task_orders.json`, group `rkif_mini`).
 pub const ORDERS: [(&str, [&str; 4]); 3] = [
-    ("order1", ["topic", "sentiment", "pair", "person"]),
-    ("order2", ["person", "pair", "sentiment", "topic"]),
-    ("order3", ["sentiment", "person", "topic", "pair"]),
+    ("order1", ["topic", "sentiment", "place", "time"]),
+    ("order2", ["time", "place", "sentiment", "topic"]),
+    ("order3", ["sentiment", "time", "topic", "place"]),
 ];
 
 fn options(question: &str, labels: &[&str]) -> String {
@@ -116,15 +140,15 @@ pub fn task_spec(task: &str) -> Option<TaskSpec> {
             "What is the sentiment of the following sentence?",
             vec!["good", "bad"],
         ),
-        "pair" => (
-            "NLI",
-            "Do the two sentences talk about the same topic?",
-            vec!["yes", "no"],
+        "place" => (
+            "LOC",
+            "Where did it happen?",
+            PLACES.iter().map(|p| p.0).collect(),
         ),
-        "person" => (
-            "NER",
-            "Who is the following sentence about?",
-            PEOPLE.to_vec(),
+        "time" => (
+            "TIME",
+            "When did it happen?",
+            TIMES.iter().map(|t| t.0).collect(),
         ),
         _ => return None,
     };
@@ -139,18 +163,41 @@ pub fn task_spec(task: &str) -> Option<TaskSpec> {
 struct Sentence {
     text: String,
     topic: usize,
-    person: usize,
+    place: usize,
     positive: bool,
+    time: usize,
 }
 
-/// A sentence with the given topic, person and polarity. Polarity is carried by an adjective,
-/// negated ("not") in about a fifth of the sentences; about a quarter of the sentences also
-/// mention one noun of another topic, so the topic is the majority, not any noun.
-fn sentence(rng: &mut ChaCha8Rng, topic: usize, person: usize, positive: bool) -> Sentence {
+/// The attributes a sentence is drawn with; `None` draws one at random.
+#[derive(Default, Clone, Copy)]
+struct Attributes {
+    topic: Option<usize>,
+    place: Option<usize>,
+    positive: Option<bool>,
+    time: Option<usize>,
+}
+
+fn pick(rng: &mut ChaCha8Rng, xs: &[&'static str]) -> &'static str {
+    xs.choose(rng).copied().unwrap_or("")
+}
+
+/// A sentence with the given attributes: three nouns (about a quarter of the sentences have one
+/// noun of another topic, so the topic is the majority, not any noun), two words of the place,
+/// two adjectives of the polarity and two words of the time of day, told by a person (named
+/// twice; no task asks who).
+fn sentence(rng: &mut ChaCha8Rng, want: Attributes) -> Sentence {
+    let topic = want
+        .topic
+        .unwrap_or_else(|| rng.random_range(0..TOPICS.len()));
+    let place = want
+        .place
+        .unwrap_or_else(|| rng.random_range(0..PLACES.len()));
+    let person = rng.random_range(0..PEOPLE.len());
+    let positive = want.positive.unwrap_or_else(|| rng.random_bool(0.5));
+    let time = want
+        .time
+        .unwrap_or_else(|| rng.random_range(0..TIMES.len()));
     let nouns = &TOPICS[topic].1;
-    let pick = |rng: &mut ChaCha8Rng, xs: &[&'static str]| -> &'static str {
-        xs.choose(rng).copied().unwrap_or("")
-    };
     let n1 = pick(rng, nouns);
     let n2 = pick(rng, nouns);
     let third = if rng.random_bool(0.25) {
@@ -159,42 +206,35 @@ fn sentence(rng: &mut ChaCha8Rng, topic: usize, person: usize, positive: bool) -
     } else {
         pick(rng, nouns)
     };
-    let negated = rng.random_bool(0.2);
-    // A negated adjective of the opposite polarity keeps the sentence's polarity.
-    let adjective_positive = positive != negated;
-    let adj = pick(
-        rng,
-        if adjective_positive {
-            &POSITIVE
-        } else {
-            &NEGATIVE
-        },
-    );
-    let not = if negated { "not " } else { "" };
+    let adjectives: &[&str] = if positive { &POSITIVE } else { &NEGATIVE };
+    let (a1, a2) = (pick(rng, adjectives), pick(rng, adjectives));
+    let (w1, w2) = (pick(rng, &TIMES[time].1), pick(rng, &TIMES[time].1));
+    let when = format!("during the {w1} and the {w2}");
+    let (p1, p2) = (pick(rng, &PLACES[place].1), pick(rng, &PLACES[place].1));
+    let at = format!("at the {p1} by the {p2}");
     let name = PEOPLE[person];
     let verb = pick(rng, &VERBS);
-    let time = pick(rng, &TIMES);
     let text = match rng.random_range(0..4) {
-        0 => format!("{name} {verb} the {n1} and the {n2} near the {third} . it was {not}{adj} ."),
-        1 => format!("the {n1} was {not}{adj} , {name} said after the {n2} and the {third} ."),
-        2 => {
-            format!("{time} {name} {verb} a {n1} with the {n2} , and the {third} was {not}{adj} .")
-        }
-        _ => format!("{name} thinks the {n1} , the {n2} and the {third} are {not}{adj} ."),
+        0 => format!(
+            "{when} {name} {verb} the {n1} and the {n2} {at} near the {third} . {name} said it was {a1} and {a2} ."
+        ),
+        1 => format!(
+            "the {n1} was {a1} {at} , {name} said after the {n2} and the {third} {when} . {name} found it {a2} ."
+        ),
+        2 => format!(
+            "{name} {verb} a {n1} with the {n2} {when} , and the {third} was {a1} {at} . {name} thinks it was {a2} ."
+        ),
+        _ => format!(
+            "{at} {name} thinks the {n1} , the {n2} and the {third} are {a1} {when} . {name} said it was {a2} ."
+        ),
     };
     Sentence {
         text,
         topic,
-        person,
+        place,
         positive,
+        time,
     }
-}
-
-fn random_sentence(rng: &mut ChaCha8Rng) -> Sentence {
-    let topic = rng.random_range(0..TOPICS.len());
-    let person = rng.random_range(0..PEOPLE.len());
-    let positive = rng.random_bool(0.5);
-    sentence(rng, topic, person, positive)
 }
 
 /// `n` records of `task`, labels cycling through the label list (balanced), then shuffled.
@@ -204,44 +244,22 @@ fn records(task: &str, n: usize, split: &str, rng: &mut ChaCha8Rng) -> Option<Ve
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let label = i % n_labels;
-        let (input, output) = match task {
-            "topic" => {
-                let person = rng.random_range(0..PEOPLE.len());
-                let positive = rng.random_bool(0.5);
-                let s = sentence(rng, label, person, positive);
-                (format!("Sentence: {}\nAnswer:", s.text), TOPICS[s.topic].0)
-            }
-            "sentiment" => {
-                let topic = rng.random_range(0..TOPICS.len());
-                let person = rng.random_range(0..PEOPLE.len());
-                let s = sentence(rng, topic, person, label == 0);
-                let out = if s.positive { "good" } else { "bad" };
-                (format!("Sentence: {}\nAnswer:", s.text), out)
-            }
-            "pair" => {
-                let a = random_sentence(rng);
-                let same = label == 0;
-                let topic_b = if same {
-                    a.topic
-                } else {
-                    (a.topic + rng.random_range(1..TOPICS.len())) % TOPICS.len()
-                };
-                let person = rng.random_range(0..PEOPLE.len());
-                let positive = rng.random_bool(0.5);
-                let b = sentence(rng, topic_b, person, positive);
-                let out = if a.topic == b.topic { "yes" } else { "no" };
-                (
-                    format!("sentence 1: {}\nsentence 2: {}\nAnswer:", a.text, b.text),
-                    out,
-                )
-            }
-            "person" => {
-                let topic = rng.random_range(0..TOPICS.len());
-                let positive = rng.random_bool(0.5);
-                let s = sentence(rng, topic, label, positive);
-                (format!("Sentence: {}\nAnswer:", s.text), PEOPLE[s.person])
-            }
+        let mut want = Attributes::default();
+        match task {
+            "topic" => want.topic = Some(label),
+            "sentiment" => want.positive = Some(label == 0),
+            "place" => want.place = Some(label),
+            "time" => want.time = Some(label),
             _ => return None,
+        }
+        let s = sentence(rng, want);
+        let input = format!("Sentence: {}\nAnswer:", s.text);
+        let output = match task {
+            "topic" => TOPICS[s.topic].0,
+            "sentiment" if s.positive => "good",
+            "sentiment" => "bad",
+            "place" => PLACES[s.place].0,
+            _ => TIMES[s.time].0,
         };
         out.push(Record {
             id: String::new(),
@@ -294,11 +312,37 @@ pub fn generate(seed: u64) -> Vec<(String, String)> {
     files
 }
 
-/// `n` plain sentences of the benchmark's language, one per line, for pretraining the base
-/// model. Drawn from their own seed, so no benchmark record is reproduced on purpose.
+/// A sentence of the benchmark's language followed by statements of its attributes, in a
+/// shuffled order: `"<sentence> so the subject was music , the place was park , overall it
+/// was good , the time was night ."`.
+fn knowledge_document(rng: &mut ChaCha8Rng) -> String {
+    let s = sentence(rng, Attributes::default());
+    let mut facts = [
+        format!("the subject was {}", TOPICS[s.topic].0),
+        format!("the place was {}", PLACES[s.place].0),
+        format!("overall it was {}", if s.positive { "good" } else { "bad" }),
+        format!("the time was {}", TIMES[s.time].0),
+    ];
+    facts.shuffle(rng);
+    format!("{} so {} .", s.text, facts.join(" , "))
+}
+
+/// Words of the knowledge statements (see [`knowledge_document`]).
+const KNOWLEDGE_WORDS: &str = "so the subject was place overall it time good bad";
+
+/// `n` plain sentences of the benchmark's language, for pretraining the base model. Drawn from
+/// their own seed, so no benchmark record is reproduced on purpose.
 pub fn pretraining_corpus(seed: u64, n: usize) -> Vec<String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xC0FFEE);
-    (0..n).map(|_| random_sentence(&mut rng).text).collect()
+    (0..n)
+        .map(|_| sentence(&mut rng, Attributes::default()).text)
+        .collect()
+}
+
+/// `n` [`knowledge_document`]s, from a seed of their own.
+pub fn knowledge_corpus(seed: u64, n: usize) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xFAC7);
+    (0..n).map(|_| knowledge_document(&mut rng)).collect()
 }
 
 /// Every word the benchmark and the corpus use, sorted (the embedded tokenizer's vocabulary).
@@ -320,18 +364,21 @@ pub fn vocabulary() -> Vec<String> {
     for (_, nouns) in TOPICS {
         nouns.iter().for_each(|n| add(n));
     }
+    for (_, words) in TIMES.iter().chain(&PLACES) {
+        words.iter().for_each(|w| add(w));
+    }
     for w in PEOPLE
         .iter()
         .chain(&POSITIVE)
         .chain(&NEGATIVE)
         .chain(&VERBS)
-        .chain(&TIMES)
     {
         add(w);
     }
     add(
-        "the and near it was not , said after a with are thinks . Sentence: sentence 1: 2: Answer:",
+        "the and near it was , said after a with are thinks during at by found . Sentence: Answer:",
     );
+    add(KNOWLEDGE_WORDS);
     words.sort();
     words.dedup();
     words
@@ -380,7 +427,9 @@ mod tests {
     fn every_word_is_in_the_vocabulary() {
         let vocab = vocabulary();
         let files = generate(3);
-        let corpus = pretraining_corpus(3, 200);
+        let corpus = pretraining_corpus(3, 100)
+            .into_iter()
+            .chain(knowledge_corpus(3, 100));
         let texts = files
             .iter()
             .filter(|(p, _)| p.starts_with("kif/"))
@@ -402,6 +451,64 @@ mod tests {
         for text in texts {
             for w in text.split_whitespace() {
                 assert!(vocab.binary_search(&w.to_string()).is_ok(), "`{w}` missing");
+            }
+        }
+    }
+
+    /// The label of every record is carried by its words: the majority of the topic nouns, the
+    /// place's two words, two adjectives of the polarity, two words of the time of day.
+    #[test]
+    fn labels_are_carried_by_the_sentence() {
+        let files = generate(5);
+        let count = |text: &str, words: &[&str]| {
+            text.split_whitespace()
+                .filter(|w| words.contains(w))
+                .count()
+        };
+        for task in TASKS {
+            let path = format!("kif/train/{task}.json");
+            let text = &files.iter().find(|(p, _)| *p == path).unwrap().1;
+            let recs: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
+            for r in recs {
+                let (input, label) = (r["input"].as_str().unwrap(), r["output"].as_str().unwrap());
+                let ok = match task {
+                    "topic" => {
+                        let nouns = &TOPICS.iter().find(|t| t.0 == label).unwrap().1;
+                        count(input, nouns) >= 2
+                    }
+                    "sentiment" => {
+                        let words: &[&str] = if label == "good" {
+                            &POSITIVE
+                        } else {
+                            &NEGATIVE
+                        };
+                        count(input, words) == 2
+                    }
+                    "place" => {
+                        let words = &PLACES.iter().find(|p| p.0 == label).unwrap().1;
+                        count(input, words) == 2
+                    }
+                    _ => {
+                        let words = &TIMES.iter().find(|t| t.0 == label).unwrap().1;
+                        count(input, words) == 2
+                    }
+                };
+                assert!(ok, "{task}: {label} not carried by {input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn knowledge_documents_state_the_attributes_of_their_sentence() {
+        for doc in knowledge_corpus(9, 50) {
+            let (sentence, facts) = doc.split_once(" so ").unwrap();
+            let place = facts.split("the place was ").nth(1).unwrap();
+            let place = place.split_whitespace().next().unwrap();
+            let words = &PLACES.iter().find(|p| p.0 == place).unwrap().1;
+            let said = sentence.split_whitespace().filter(|w| words.contains(w));
+            assert_eq!(said.count(), 2, "{doc}");
+            for fact in ["the subject was", "overall it was", "the time was"] {
+                assert!(facts.contains(fact), "{doc}");
             }
         }
     }
