@@ -293,6 +293,15 @@ mod tests {
         );
         let weights = RoundWeights::before_fusion(&s)?;
         let fused = s.fuse()?;
+        // The run folder stored round 1's snapshot just before fusing, made by the same
+        // function: written the same way, the two files agree byte for byte.
+        let run = crate::report::RunDir::open(tmp.path().join("run"))?;
+        let copy = crate::report::RunDir::create(tmp.path().join("copy"))?;
+        let read = |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| Error::io(&p, e));
+        assert_eq!(
+            read(copy.save_importance(&snap)?)?,
+            read(run.importance_path(1, Some(1)))?
+        );
         // The snapshot counted the elements above each threshold that fusion then masked.
         let important = |inner: bool| -> usize {
             snap.modules
