@@ -6,8 +6,11 @@
 Every cell runs (`--allow-errors`), then every output is searched for errors and panics (a panic
 inside a cell does not make nbconvert fail), and each notebook's rich outputs are checked: the
 tables and figures it should show are there, every figure's JSON parses and its numbers lie in
-range (accuracies in [0, 100] %, losses positive, the four fusion shares adding up to 1), the
-tables' numbers parse and lie in range, plotly.js is written once and nothing comes from a URL.
+range (accuracies in [0, 100] %, losses finite and positive, the four fusion shares adding up to
+1), a fusing run's training curves show its replay (outer-step) losses, the tables' numbers parse
+and lie in range, every accuracy table's columns are the tasks the task list shows (task names
+and counts are read from the outputs, never written here), plotly.js is written once and nothing
+comes from a URL.
 The executed copies go to $RKIF_NOTEBOOK_OUT (default target/notebooks-executed/).
 
 $EVCXR_TMPDIR (default target/evcxr-notebooks) keeps the kernel's compiled dependencies, so the
@@ -213,8 +216,8 @@ def check_run_charts(name, text, problems):
 
 
 def check_tasks(name, html, problems):
-    """The task list (display::tasks) and every accuracy table name the same number of tasks:
-    the count comes from the data, whatever the default benchmark holds."""
+    """Every accuracy table's columns are the tasks of the task list (display::tasks), in its
+    order: names and count come from the data, whatever the default benchmark holds."""
     listed = re.findall(r'<table data-rkif="tasks".*?</table>', html, re.S)
     if not listed:
         return
@@ -224,10 +227,9 @@ def check_tasks(name, html, problems):
         return
     for table in re.findall(r'<table data-rkif="accuracy-table".*?</table>', html, re.S):
         header = re.search(r"<thead>(.*?)</thead>", table, re.S)
-        columns = len(re.findall(r"<th", header.group(1))) - 1 if header else -1
-        if columns != len(names):
-            problems.append(f"{name}: an accuracy table with {columns} task columns, "
-                            f"the task list has {len(names)}")
+        columns = re.findall(r"<th[^>]*>(.*?)</th>", header.group(1), re.S)[1:] if header else []
+        if columns != names:
+            problems.append(f"{name}: an accuracy table over {columns}, the task list has {names}")
 
 
 def check(name, nb):
