@@ -1,6 +1,7 @@
 //! Where runs come from: the report folder's `runs/index.json`, a `?run=<url>`, or files and
 //! zips dropped on the page. Only the URLs asked for are fetched.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use js_sys::Uint8Array;
@@ -36,19 +37,53 @@ impl Source {
     }
 }
 
-/// A run and where to read more of it (importance snapshots load on demand).
-#[derive(Debug, Clone)]
+/// A run and where to read more of it. Importance snapshots load when shown, and
+/// `events.jsonl` is fetched with the rest but parsed on first use ([`LoadedRun::read_events`]):
+/// only the views below the first need it.
+#[derive(Debug)]
 pub struct LoadedRun {
-    /// Its parsed artifacts and problems.
-    pub data: RunData,
+    /// Its parsed artifacts and problems (events and their problems once read).
+    pub data: RefCell<RunData>,
     /// Where its files are.
     pub source: Source,
+    /// The bytes of `events.jsonl` until they are parsed.
+    unread_events: RefCell<Option<Vec<u8>>>,
 }
 
-/// GETs `url`; a failed request or a non-2xx status is an error saying which.
-pub async fn fetch_bytes(url: &str) -> Fetched {
+impl LoadedRun {
+    /// Parses the run's files; `events.jsonl` waits for [`LoadedRun::read_events`].
+    fn new(origin: &str, files: &BTreeMap<String, Fetched>, source: Source) -> Self {
+        let (data, events) = RunData::parse_deferring_events(origin, files);
+        LoadedRun {
+            data: RefCell::new(data),
+            source,
+            unread_events: RefCell::new(events),
+        }
+    }
+
+    /// Parses `events.jsonl` unless that was done already; true when this call added
+    /// problems (a bad log), which the page then shows.
+    pub fn read_events(&self) -> bool {
+        let Some(bytes) = self.unread_events.borrow_mut().take() else {
+            return false;
+        };
+        let mut data = self.data.borrow_mut();
+        let before = data.problems.len();
+        data.read_events(&bytes);
+        data.problems.len() > before
+    }
+}
+
+/// Starts a GET of `url`: the request goes out now, [`receive`] awaits its answer.
+fn send(url: &str) -> Result<JsFuture, String> {
     let window = web_sys::window().ok_or("no window")?;
-    let response = JsFuture::from(window.fetch_with_str(url))
+    Ok(JsFuture::from(window.fetch_with_str(url)))
+}
+
+/// The body of a request [`send`] started; a failed request or a non-2xx status is an
+/// error saying which.
+async fn receive(request: Result<JsFuture, String>) -> Fetched {
+    let response = request?
         .await
         .map_err(|e| format!("request failed: {}", describe(&e)))?;
     let response: Response = response
@@ -60,6 +95,11 @@ pub async fn fetch_bytes(url: &str) -> Fetched {
     let buffer = response.array_buffer().map_err(|e| describe(&e))?;
     let buffer = JsFuture::from(buffer).await.map_err(|e| describe(&e))?;
     Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// GETs `url`; a failed request or a non-2xx status is an error saying which.
+pub async fn fetch_bytes(url: &str) -> Fetched {
+    receive(send(url)).await
 }
 
 /// A JS error as text.
@@ -74,30 +114,49 @@ pub fn describe(value: &JsValue) -> String {
         .unwrap_or_else(|| format!("{value:?}"))
 }
 
-/// Reads the main artifacts of a run over HTTP; `files` lists its files when known (from
-/// the site index or `files.json`), which also names its importance snapshots.
-pub async fn load_http_run(origin: &str, base: &str, files: Option<Vec<String>>) -> LoadedRun {
-    let listed = files.clone();
-    let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
-    for name in [MANIFEST_FILE, METRICS_FILE, EVENTS_FILE] {
-        let present = listed.as_ref().is_none_or(|l| l.iter().any(|f| f == name));
-        if present {
-            fetched.insert(
-                name.to_owned(),
-                fetch_bytes(&format!("{base}/{name}")).await,
-            );
+/// A run's main artifacts being fetched over HTTP (all requests already sent).
+struct RunRequest {
+    origin: String,
+    base: String,
+    requests: Vec<(&'static str, Result<JsFuture, String>)>,
+    snapshots: Vec<String>,
+}
+
+impl RunRequest {
+    /// Sends the requests for the main artifacts of the run at `base`; `files` lists its
+    /// files when known (from the site index or `files.json`), which also names its
+    /// importance snapshots. Files the listing lacks are not requested.
+    fn send(origin: &str, base: &str, files: Option<Vec<String>>) -> Self {
+        let requests = [MANIFEST_FILE, METRICS_FILE, EVENTS_FILE]
+            .into_iter()
+            .filter(|name| files.as_ref().is_none_or(|l| l.iter().any(|f| f == name)))
+            .map(|name| (name, send(&format!("{base}/{name}"))))
+            .collect();
+        // Snapshots: listed only; their bytes are fetched when shown.
+        let prefix = format!("{IMPORTANCE_DIR}/");
+        let snapshots = files
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|path| path.starts_with(&prefix))
+            .collect();
+        RunRequest {
+            origin: origin.to_owned(),
+            base: base.to_owned(),
+            requests,
+            snapshots,
         }
     }
-    // Snapshots: listed only; their bytes are fetched when shown.
-    let prefix = format!("{IMPORTANCE_DIR}/");
-    for path in files.unwrap_or_default() {
-        if path.starts_with(&prefix) {
+
+    /// Awaits the answers and parses them.
+    async fn receive(self) -> LoadedRun {
+        let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
+        for (name, request) in self.requests {
+            fetched.insert(name.to_owned(), receive(request).await);
+        }
+        for path in self.snapshots {
             fetched.insert(path, Ok(Vec::new()));
         }
-    }
-    LoadedRun {
-        data: RunData::parse(origin, &fetched),
-        source: Source::Http(base.to_owned()),
+        LoadedRun::new(&self.origin, &fetched, Source::Http(self.base))
     }
 }
 
@@ -113,7 +172,8 @@ pub async fn load_site_runs() -> Result<Vec<LoadedRun>, String> {
         .get("runs")
         .and_then(|r| r.as_array())
         .ok_or("runs/index.json: no `runs` list")?;
-    let mut loaded = Vec::new();
+    // Every run's requests go out before any answer is awaited.
+    let mut requests = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let path = run
             .get("path")
@@ -124,7 +184,11 @@ pub async fn load_site_runs() -> Result<Vec<LoadedRun>, String> {
                 .filter_map(|f| f.as_str().map(str::to_owned))
                 .collect()
         });
-        loaded.push(load_http_run(path, path, files).await);
+        requests.push(RunRequest::send(path, path, files));
+    }
+    let mut loaded = Vec::new();
+    for request in requests {
+        loaded.push(request.receive().await);
     }
     Ok(loaded)
 }
@@ -144,7 +208,7 @@ pub async fn load_url_run(url: &str) -> LoadedRun {
             }),
         Err(_) => None,
     };
-    load_http_run(base, base, files).await
+    RunRequest::send(base, base, files).receive().await
 }
 
 /// A run from dropped files: zips are unpacked (their common top folder removed), loose
@@ -169,13 +233,13 @@ pub fn load_dropped(files: Vec<(String, Vec<u8>)>) -> LoadedRun {
         .iter()
         .map(|(k, v)| (k.clone(), Ok(v.clone())))
         .collect();
-    let mut data = RunData::parse("dropped files", &fetched);
-    problems.append(&mut data.problems);
-    data.problems = problems;
-    LoadedRun {
-        data,
-        source: Source::Memory(contents),
+    let run = LoadedRun::new("dropped files", &fetched, Source::Memory(contents));
+    {
+        let mut data = run.data.borrow_mut();
+        problems.append(&mut data.problems);
+        data.problems = problems;
     }
+    run
 }
 
 /// Reads a dropped file's bytes.
