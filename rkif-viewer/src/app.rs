@@ -87,19 +87,23 @@ fn read_other_runs_events(state: &Shared) -> Result<(), JsValue> {
     };
     for (index, run) in runs.into_iter().enumerate() {
         if index != selected {
-            let state = state.clone();
-            when_idle(move || read_events(&state, &run))?;
+            when_idle(move || read_events(&run))?;
         }
     }
     Ok(())
 }
 
-/// Parses `run`'s events if not done yet, and lists the problems again if that found any.
-fn read_events(state: &Shared, run: &LoadedRun) {
-    if run.read_events() {
-        let runs = state.borrow().runs.clone();
-        report(render_problems(&runs));
+/// Parses `run`'s events if not done yet, and lists the problems that found.
+fn read_events(run: &LoadedRun) {
+    let found = run.read_events();
+    if found.is_empty() {
+        return;
     }
+    report(by_id("problems").and_then(|list| {
+        found
+            .iter()
+            .try_for_each(|problem| add_text(&list, "li", "problem", problem).map(|_| ()))
+    }));
 }
 
 /// The drop zone and the file input both load their files as one new run.
@@ -198,7 +202,7 @@ fn render(state: &Shared) -> Result<(), JsValue> {
     let view = by_id("run-view")?;
     clear(&view);
     if let Some(run) = runs.get(selected) {
-        render_run(state, &view, run)?;
+        render_run(&view, run)?;
     }
     render_comparison(&runs)
 }
@@ -227,7 +231,7 @@ fn unavailable(parent: &Element, what: &str) -> Result<(), JsValue> {
 }
 
 /// The views of one run: summary, metrics and matrix now; the rest through [`draw_later`].
-fn render_run(state: &Shared, view: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
+fn render_run(view: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
     let data = run.data.borrow();
     let summary = section(view, "view-summary", "Run summary")?;
     match &data.manifest {
@@ -297,9 +301,9 @@ fn render_run(state: &Shared, view: &Element, run: &Rc<LoadedRun>) -> Result<(),
     ];
     for (parent, id, what, figure) in event_views {
         let div = add_with_id(&parent, "div", id, "plot")?;
-        let (target, state, run) = (div.clone(), state.clone(), run.clone());
+        let (target, run) = (div.clone(), run.clone());
         draw_later(&div, move || {
-            read_events(&state, &run);
+            read_events(&run);
             let drawn = match &run.data.borrow().events {
                 Some(events) => plot(&target, &figure(events)),
                 None => {

@@ -203,3 +203,59 @@ fn ask_for_idle() -> Result<(), JsValue> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use wasm_bindgen_futures::JsFuture;
+    use wasm_bindgen_test::*;
+
+    use super::*;
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    async fn sleep(ms: i32) {
+        let wait = js_sys::Promise::new(&mut |done, _| {
+            if let Some(window) = web_sys::window() {
+                let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&done, ms);
+            }
+        });
+        let _ = JsFuture::from(wait).await;
+    }
+
+    #[wasm_bindgen_test]
+    async fn queued_work_waits_for_begin_runs_in_order_and_skips_replaced_views() {
+        let doc = crate::dom::document().unwrap();
+        let body = doc.body().unwrap();
+        let kept = doc.create_element("div").unwrap();
+        let replaced = doc.create_element("div").unwrap();
+        body.append_child(&kept).unwrap();
+        body.append_child(&replaced).unwrap();
+        let log: Rc<RefCell<Vec<&str>>> = Rc::default();
+        let (a, b, c) = (log.clone(), log.clone(), log.clone());
+        draw_later(&kept, move || a.borrow_mut().push("kept")).unwrap();
+        draw_later(&replaced, move || b.borrow_mut().push("replaced")).unwrap();
+        when_idle(move || c.borrow_mut().push("idle")).unwrap();
+        assert!(kept.has_attribute(PENDING));
+        replaced.remove();
+        sleep(50).await;
+        assert!(
+            log.borrow().is_empty(),
+            "ran before begin: {:?}",
+            log.borrow()
+        );
+
+        begin().unwrap();
+        for _ in 0..100 {
+            if log.borrow().len() >= 2 {
+                break;
+            }
+            sleep(50).await;
+        }
+        sleep(100).await;
+        assert_eq!(*log.borrow(), ["kept", "idle"]);
+        assert!(!kept.has_attribute(PENDING));
+        kept.remove();
+    }
+}

@@ -61,16 +61,16 @@ impl LoadedRun {
         }
     }
 
-    /// Parses `events.jsonl` unless that was done already; true when this call added
-    /// problems (a bad log), which the page then shows.
-    pub fn read_events(&self) -> bool {
+    /// Parses `events.jsonl` unless that was done already; returns the problems this found
+    /// (a bad log), which the page then lists.
+    pub fn read_events(&self) -> Vec<String> {
         let Some(bytes) = self.unread_events.borrow_mut().take() else {
-            return false;
+            return Vec::new();
         };
         let mut data = self.data.borrow_mut();
         let before = data.problems.len();
         data.read_events(&bytes);
-        data.problems.len() > before
+        data.problems.get(before..).unwrap_or_default().to_vec()
     }
 }
 
