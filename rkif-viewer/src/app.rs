@@ -1,8 +1,8 @@
 //! The page: run list, problems, and the views of the selected run, plus the comparison of
 //! all loaded runs. Figures come from `rkif_core::report::figures`.
 //!
-//! Opening draws the first view only (summary, metrics, accuracy matrix); the figures below
-//! it, and the parsing of `events.jsonl` they need, wait in [`crate::defer`].
+//! Opening reads and draws the first view only (summary, metrics, accuracy matrix); the
+//! figures below it, and reading `events.jsonl` for them, wait in [`crate::defer`].
 
 use std::cell::{Cell, Ref, RefCell};
 use std::rc::Rc;
@@ -78,7 +78,7 @@ pub async fn start(plotly: js_sys::Promise) -> Result<(), JsValue> {
     crate::defer::begin()
 }
 
-/// Parses the events of the runs not shown, when the page is idle, so that a bad
+/// Reads the events of the runs not shown, when the page is idle, so that a bad
 /// `events.jsonl` is listed among the problems without selecting its run.
 fn read_other_runs_events(state: &Shared) -> Result<(), JsValue> {
     let (runs, selected) = {
@@ -87,15 +87,17 @@ fn read_other_runs_events(state: &Shared) -> Result<(), JsValue> {
     };
     for (index, run) in runs.into_iter().enumerate() {
         if index != selected {
-            when_idle(move || read_events(&run))?;
+            when_idle(move || {
+                wasm_bindgen_futures::spawn_local(async move { read_events(&run).await });
+            })?;
         }
     }
     Ok(())
 }
 
-/// Parses `run`'s events if not done yet, and lists the problems that found.
-fn read_events(run: &LoadedRun) {
-    let found = run.read_events();
+/// Reads `run`'s events if not done yet, and lists the problems that found.
+async fn read_events(run: &LoadedRun) {
+    let found = run.read_events().await;
     if found.is_empty() {
         return;
     }
@@ -303,18 +305,27 @@ fn render_run(view: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
         let div = add_with_id(&parent, "div", id, "plot")?;
         let (target, run) = (div.clone(), run.clone());
         draw_later(&div, move || {
-            read_events(&run);
-            let drawn = match &run.data.borrow().events {
-                Some(events) => plot(&target, &figure(events)),
-                None => {
-                    target.set_class_name("");
-                    unavailable(
-                        &target,
-                        &format!("No {what}: events.jsonl could not be read (see above)."),
-                    )
-                }
-            };
-            report(drawn);
+            // Pending again until the events are in (they may have to be fetched).
+            let _ = target.set_attribute(PENDING, "");
+            wasm_bindgen_futures::spawn_local(async move {
+                read_events(&run).await;
+                // Both event figures may be waiting for the same answer: each draws in an
+                // idle period of its own.
+                report(when_idle(move || {
+                    let drawn = match &run.data.borrow().events {
+                        Some(events) => plot(&target, &figure(events)),
+                        None => {
+                            target.set_class_name("");
+                            unavailable(
+                                &target,
+                                &format!("No {what}: events.jsonl could not be read (see above)."),
+                            )
+                        }
+                    };
+                    report(drawn);
+                    let _ = target.remove_attribute(PENDING);
+                }));
+            });
         })?;
     }
     Ok(())

@@ -3,11 +3,12 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
-use js_sys::Uint8Array;
+use js_sys::{Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use web_sys::Response;
 
 use rkif_core::report::run_dir::{EVENTS_FILE, IMPORTANCE_DIR, MANIFEST_FILE, METRICS_FILE};
@@ -37,39 +38,88 @@ impl Source {
     }
 }
 
-/// A run and where to read more of it. Importance snapshots load when shown, and
-/// `events.jsonl` is fetched with the rest but parsed on first use ([`LoadedRun::read_events`]):
-/// only the views below the first need it.
+/// A run and where to read more of it. Opening a run reads its manifest and metrics only:
+/// importance snapshots load when shown, and `events.jsonl` (the largest file of a long run,
+/// needed only by views below the first) when first needed ([`LoadedRun::read_events`]).
 #[derive(Debug)]
 pub struct LoadedRun {
     /// Its parsed artifacts and problems (events and their problems once read).
     pub data: RefCell<RunData>,
     /// Where its files are.
-    pub source: Source,
-    /// The bytes of `events.jsonl` until they are parsed.
-    unread_events: RefCell<Option<Vec<u8>>>,
+    pub source: Rc<Source>,
+    /// Where reading `events.jsonl` stands.
+    events: RefCell<EventsRead>,
+}
+
+/// Where reading a run's `events.jsonl` stands.
+#[derive(Debug)]
+enum EventsRead {
+    /// Listed (or not known to be absent) and not requested yet.
+    Waiting,
+    /// Requested: settles to its bytes (a `Uint8Array`) or why it could not be read (text).
+    Requested(Promise),
+    /// Parsed into the run's data, or absent or bad (and then among its problems).
+    Done,
 }
 
 impl LoadedRun {
-    /// Parses the run's files; `events.jsonl` waits for [`LoadedRun::read_events`].
+    /// Parses the run's files; `events.jsonl` waits for [`LoadedRun::read_events`]. In
+    /// `files`, its entry says whether it is there (its bytes are not looked at).
     fn new(origin: &str, files: &BTreeMap<String, Fetched>, source: Source) -> Self {
-        let (data, events) = RunData::parse_deferring_events(origin, files);
+        let events = match files.get(EVENTS_FILE) {
+            Some(Ok(_)) => EventsRead::Waiting,
+            _ => EventsRead::Done,
+        };
         LoadedRun {
-            data: RefCell::new(data),
-            source,
-            unread_events: RefCell::new(events),
+            data: RefCell::new(RunData::parse_deferring_events(origin, files)),
+            source: Rc::new(source),
+            events: RefCell::new(events),
         }
     }
 
-    /// Parses `events.jsonl` unless that was done already; returns the problems this found
-    /// (a bad log), which the page then lists.
-    pub fn read_events(&self) -> Vec<String> {
-        let Some(bytes) = self.unread_events.borrow_mut().take() else {
-            return Vec::new();
+    /// Reads `events.jsonl` unless that was done already: fetches it (once, however many
+    /// views ask at the same time) and parses it. Returns the problems this found (an
+    /// unreadable or bad log), which the page then lists.
+    pub async fn read_events(&self) -> Vec<String> {
+        let request = {
+            let mut events = self.events.borrow_mut();
+            match &*events {
+                EventsRead::Done => return Vec::new(),
+                EventsRead::Requested(request) => request.clone(),
+                EventsRead::Waiting => {
+                    let source = self.source.clone();
+                    let request = future_to_promise(async move {
+                        match source.read(EVENTS_FILE).await {
+                            Ok(bytes) => Ok(Uint8Array::from(bytes.as_slice()).into()),
+                            Err(why) => Err(JsValue::from_str(&why)),
+                        }
+                    });
+                    *events = EventsRead::Requested(request.clone());
+                    request
+                }
+            }
         };
+        let answer = JsFuture::from(request).await;
+        // Of the callers awaiting the same request, the first to get here parses.
+        if matches!(
+            std::mem::replace(&mut *self.events.borrow_mut(), EventsRead::Done),
+            EventsRead::Done
+        ) {
+            return Vec::new();
+        }
         let mut data = self.data.borrow_mut();
         let before = data.problems.len();
-        data.read_events(&bytes);
+        match answer {
+            Ok(bytes) => data.read_events(&Uint8Array::new(&bytes).to_vec()),
+            Err(why) => {
+                let problem = format!(
+                    "{}/{EVENTS_FILE}: cannot read ({})",
+                    data.origin,
+                    describe(&why)
+                );
+                data.problems.push(problem);
+            }
+        }
         data.problems.get(before..).unwrap_or_default().to_vec()
     }
 }
@@ -119,6 +169,8 @@ struct RunRequest {
     origin: String,
     base: String,
     requests: Vec<(&'static str, Result<JsFuture, String>)>,
+    /// `events.jsonl` is listed (or there is no listing).
+    events: bool,
     snapshots: Vec<String>,
 }
 
@@ -127,11 +179,14 @@ impl RunRequest {
     /// files when known (from the site index or `files.json`), which also names its
     /// importance snapshots. Files the listing lacks are not requested.
     fn send(origin: &str, base: &str, files: Option<Vec<String>>) -> Self {
-        let requests = [MANIFEST_FILE, METRICS_FILE, EVENTS_FILE]
+        let listed = |name: &str| files.as_ref().is_none_or(|l| l.iter().any(|f| f == name));
+        let requests = [MANIFEST_FILE, METRICS_FILE]
             .into_iter()
-            .filter(|name| files.as_ref().is_none_or(|l| l.iter().any(|f| f == name)))
+            .filter(|name| listed(name))
             .map(|name| (name, send(&format!("{base}/{name}"))))
             .collect();
+        // Events: requested when first needed (see `LoadedRun`).
+        let events = listed(EVENTS_FILE);
         // Snapshots: listed only; their bytes are fetched when shown.
         let prefix = format!("{IMPORTANCE_DIR}/");
         let snapshots = files
@@ -143,6 +198,7 @@ impl RunRequest {
             origin: origin.to_owned(),
             base: base.to_owned(),
             requests,
+            events,
             snapshots,
         }
     }
@@ -153,7 +209,9 @@ impl RunRequest {
         for (name, request) in self.requests {
             fetched.insert(name.to_owned(), receive(request).await);
         }
-        for path in self.snapshots {
+        // Files there but not fetched yet: listed with no bytes.
+        let unfetched = self.events.then(|| EVENTS_FILE.to_owned());
+        for path in self.snapshots.into_iter().chain(unfetched) {
             fetched.insert(path, Ok(Vec::new()));
         }
         LoadedRun::new(&self.origin, &fetched, Source::Http(self.base))

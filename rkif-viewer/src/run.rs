@@ -46,21 +46,19 @@ impl RunData {
     /// listed with an error was requested but could not be read). Snapshot files are only
     /// listed, not parsed: see [`RunData::snapshots`].
     pub fn parse(origin: &str, files: &BTreeMap<String, Fetched>) -> Self {
-        let (mut run, events) = Self::parse_deferring_events(origin, files);
-        if let Some(bytes) = events {
-            run.read_events(&bytes);
+        let mut run = Self::parse_deferring_events(origin, files);
+        if let Some(Ok(bytes)) = files.get(EVENTS_FILE) {
+            run.read_events(bytes);
         }
         run
     }
 
     /// Like [`RunData::parse`] but leaves `events.jsonl` unparsed (the largest file of a long
-    /// run, and only needed by views below the first): returns its bytes, to hand to
-    /// [`RunData::read_events`] when needed. A missing or unreadable `events.jsonl` is
-    /// already in `problems`, and then no bytes are returned.
-    pub fn parse_deferring_events(
-        origin: &str,
-        files: &BTreeMap<String, Fetched>,
-    ) -> (Self, Option<Vec<u8>>) {
+    /// run, and only needed by views below the first): hand its bytes to
+    /// [`RunData::read_events`] when needed. Only a missing or unreadable `events.jsonl` is
+    /// in `problems` already; its bytes in `files` are not looked at (they may be a
+    /// placeholder for a file listed but not fetched yet).
+    pub fn parse_deferring_events(origin: &str, files: &BTreeMap<String, Fetched>) -> Self {
         let mut run = RunData {
             origin: origin.to_owned(),
             ..RunData::default()
@@ -92,10 +90,14 @@ impl RunData {
                 &mut problems,
             );
         }
-        let events = get(EVENTS_FILE, &mut problems);
+        if let Some(Err(why)) = files.get(EVENTS_FILE) {
+            problems.push(format!("{}: cannot read ({why})", name(EVENTS_FILE)));
+        } else if !files.contains_key(EVENTS_FILE) {
+            problems.push(format!("{}: missing from the run", name(EVENTS_FILE)));
+        }
         run.snapshots = snapshot_refs(files.keys().map(String::as_str));
         run.problems = problems;
-        (run, events)
+        run
     }
 
     /// Parses `events.jsonl` (its `bytes`) into [`RunData::events`]; a bad log, or one whose
@@ -206,12 +208,14 @@ mod tests {
             "events.jsonl".to_owned(),
             Ok(format!("{header}{{\"kind\":\"task_end\"").into_bytes()),
         );
-        let (mut run, events) = RunData::parse_deferring_events("runs/x", &files);
+        let mut run = RunData::parse_deferring_events("runs/x", &files);
         assert!(run.events.is_none());
         // Manifest and metrics are missing; the log's cut-off line is not known yet.
         assert_eq!(run.problems.len(), 2, "{:?}", run.problems);
-        let bytes = events.expect("the log's bytes, to parse later");
-        run.read_events(&bytes);
+        let Some(Ok(bytes)) = files.get("events.jsonl") else {
+            unreachable!()
+        };
+        run.read_events(bytes);
         assert_eq!(run.events.as_ref().map(|e| e.truncated_lines), Some(1));
         assert_eq!(
             run.problems[2],
@@ -219,9 +223,14 @@ mod tests {
         );
 
         files.clear();
-        let (run, events) = RunData::parse_deferring_events("runs/y", &files);
-        assert!(events.is_none());
+        let run = RunData::parse_deferring_events("runs/y", &files);
         assert_eq!(run.problems[2], "runs/y/events.jsonl: missing from the run");
+        files.insert("events.jsonl".to_owned(), Err("HTTP 500".to_owned()));
+        let run = RunData::parse_deferring_events("runs/y", &files);
+        assert_eq!(
+            run.problems[2],
+            "runs/y/events.jsonl: cannot read (HTTP 500)"
+        );
     }
 
     #[test]
