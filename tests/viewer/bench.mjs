@@ -12,14 +12,23 @@
 //
 // Timed by the page's own clock, from a script Playwright installs before the page's own
 // scripts: it checks the first view at each animation frame and records the time after that
-// frame is painted. (Until 2026-11 this script timed the wait of Playwright's selector
-// polling and counted the training curves in the first view. Polling round trips queue
-// behind the page's later drawing, so they measure the driver, not the page; and the curves
-// are three screens down. The old viewer measured either way: 1.44 s, then 1.97 s and
-// 2.2 s at load average 7.)
+// frame is painted. Until 2026-11-30 this script timed the wait of Playwright's selector
+// polling instead, and counted the training curves in the first view. That was wrong on two
+// counts: polling round trips queue behind the page's later drawing (they time the driver,
+// not the page), and the curves are three screens down, not what a reader sees on opening.
 //
 // Each load uses a fresh browser context (empty cache). The first load's viewer
 // performance marks (ms since navigation) are printed too.
+//
+// Measured on the project's shared 2-core machine, 2026-11-30 (load average in brackets;
+// medians of 7 loads):
+//   this viewer: open 1034, 961, 1061 ms [8.5-9.1]; all views 1.5-1.9 s; longest task after
+//     open 140-240 ms. Wasm 772,746 bytes.
+//   the viewer before (everything drawn at open, plotly.js run before the viewer), timed by
+//     this script in the same half hour: 1.49 s [7.5-8], 1.40-1.82 s [8.8-9.7]. The old
+//     script measured it at 1.44 s, and 1.97 s [7].
+// What is left at open is plotly.js itself: downloading and compiling it (~0.45 s at load
+// 9), running it (~0.25 s) and drawing the matrix (~0.15 s).
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
