@@ -312,6 +312,10 @@ fn render_run(view: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
                 // Both event figures may be waiting for the same answer: each draws in an
                 // idle period of its own.
                 report(when_idle(move || {
+                    // Not for a view replaced meanwhile (another run picked).
+                    if !target.is_connected() {
+                        return;
+                    }
                     let drawn = match &run.data.borrow().events {
                         Some(events) => plot(&target, &figure(events)),
                         None => {
