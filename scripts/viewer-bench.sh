@@ -3,8 +3,8 @@
 # headless Chromium (target <= 1 s) and the wasm's size (target <= 1 MB, plotly.js aside).
 # Needs what scripts/viewer-setup.sh installs. What "opens" means and the figures measured:
 # tests/viewer/bench.mjs. On the shared 2-core machine at load average ~9 (2026-11-30):
-# open 0.96-1.06 s (median of 7 loads, three runs), all views 1.5-1.9 s, wasm 772,746 bytes;
-# the viewer before took 1.4-1.8 s to open at the same load.
+# open 0.96-1.06 s (median of 7 loads, three runs; 0.93 s at load 7), all views 1.5-1.9 s,
+# wasm 772,640 bytes; the viewer before took 1.4-1.8 s to open at the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${CARGO_TARGET_DIR:-$PWD/target}/viewer-bench

@@ -22,8 +22,8 @@
 //
 // Measured on the project's shared 2-core machine, 2026-11-30 (load average in brackets;
 // medians of 7 loads):
-//   this viewer: open 1034, 961, 1061 ms [8.5-9.1]; all views 1.5-1.9 s; longest task after
-//     open 140-240 ms. Wasm 772,746 bytes.
+//   this viewer: open 1034, 961, 1061 ms [8.5-9.1], 927 ms [6.3-7.2]; all views 1.4-1.9 s;
+//     longest task after open 120-240 ms. Wasm 772,640 bytes.
 //   the viewer before (everything drawn at open, plotly.js run before the viewer), timed by
 //     this script in the same half hour: 1.49 s [7.5-8], 1.40-1.82 s [8.8-9.7]. The old
 //     script measured it at 1.44 s, and 1.97 s [7].
