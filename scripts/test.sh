@@ -14,6 +14,8 @@ cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
+# The notebook display code (feature `evcxr`) is not in the default build.
+cargo clippy -p rkif-core --features evcxr --lib -- -D warnings
 
 step "build the report/eval layer for wasm32 without candle"
 cargo build -p rkif-core --no-default-features --target wasm32-unknown-unknown
@@ -25,6 +27,7 @@ export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 # Benches are built by clippy above and run with `cargo bench`; here only their correctness matters.
 cargo test --workspace --lib --bins --tests --examples
 cargo test --workspace --doc
+cargo test -p rkif-core --features evcxr --lib display
 
 step "viewer unit tests in headless Chromium (wasm-bindgen-test)"
 scripts/viewer-test.sh

@@ -45,7 +45,7 @@ pub use matrix::{accuracy_matrix, compare_runs};
 pub use notebook::{
     compare_losses, notebook_config, notebook_model, old_task_losses, RoundWeights, TaskLosses,
 };
-pub use session::{records, session_summary};
+pub use session::{records, session_summary, tasks};
 
 /// A piece of HTML that displays itself in a notebook.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,7 +238,13 @@ mod tests {
         crate::model::embedded::build(&recipe, &model_dir, |_, _| {})?;
         let source = crate::config::ModelSource::Local { path: model_dir };
         let mut c = notebook_config(crate::config::Method::Rkif, &source, 16, 1, 4);
-        c.data.tasks = Some(vec!["topic".into(), "sentiment".into()]);
+        // The default benchmark's first two tasks, whichever they are.
+        let bench = crate::data::Benchmark::open(crate::session::default_benchmark_dir())?;
+        let order = bench
+            .orders()
+            .first()
+            .ok_or_else(|| crate::Error::Data("the default benchmark has no order".into()))?;
+        c.data.tasks = Some(order.tasks.iter().take(2).cloned().collect());
         c.model.lora.rank = 2;
         c.optim.micro_batch = 4;
         c.kif.memory_fraction = 0.25;
@@ -254,6 +260,11 @@ mod tests {
         let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
         let mut s = tiny_session(tmp.path())?;
         assert!(session_summary(&s).0.contains("data-rkif=\"session\""));
+        let listed = tasks(&s).0;
+        assert_eq!(listed.matches("data-task=").count(), 2);
+        for name in s.task_names() {
+            assert!(listed.contains(&format!("data-task=\"{}\"", escape(&name))));
+        }
         s.train_task()?;
         s.evaluate()?;
         assert!(importance_snapshot(&s).is_err(), "no task in training");
@@ -282,6 +293,15 @@ mod tests {
         );
         let weights = RoundWeights::before_fusion(&s)?;
         let fused = s.fuse()?;
+        // The run folder stored round 1's snapshot just before fusing, made by the same
+        // function: written the same way, the two files agree byte for byte.
+        let run = crate::report::RunDir::open(tmp.path().join("run"))?;
+        let copy = crate::report::RunDir::create(tmp.path().join("copy"))?;
+        let read = |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| Error::io(&p, e));
+        assert_eq!(
+            read(copy.save_importance(&snap)?)?,
+            read(run.importance_path(1, Some(1)))?
+        );
         // The snapshot counted the elements above each threshold that fusion then masked.
         let important = |inner: bool| -> usize {
             snap.modules

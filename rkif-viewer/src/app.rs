@@ -1,7 +1,10 @@
 //! The page: run list, problems, and the views of the selected run, plus the comparison of
 //! all loaded runs. Figures come from `rkif_core::report::figures`.
+//!
+//! Opening reads and draws the first view only (summary, metrics, accuracy matrix); the
+//! figures below it, and reading `events.jsonl` for them, wait in [`crate::defer`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, Ref, RefCell};
 use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
@@ -10,15 +13,16 @@ use web_sys::{Element, HtmlInputElement, HtmlSelectElement};
 
 use rkif_core::report::figures::{
     accuracy_heatmap, comparison_heatmaps, element_map, forgetting_bars, fusion_shares,
-    importance_layers, metric_cells, metrics_table, percent, run_summary, training_curves,
+    importance_layers, metric_cells, metrics_table, percent, run_summary, training_curves, Figure,
 };
-use rkif_core::report::{parse_artifact, ImportanceSnapshot};
+use rkif_core::report::{parse_artifact, EventLog, ImportanceSnapshot, MetricsFile};
 
-use crate::dom::{add_table, add_text, add_with_id, by_id, clear, on, plot};
+use crate::defer::{draw_later, when_idle, PENDING};
+use crate::dom::{add_table, add_text, add_with_id, by_id, clear, mark, on, plot};
 use crate::load::{
     describe, file_bytes, load_dropped, load_site_runs, load_url_run, now_ms, LoadedRun,
 };
-use crate::run::SnapshotRef;
+use crate::run::{RunData, SnapshotRef};
 
 /// The loaded runs and which one is shown.
 #[derive(Default)]
@@ -29,8 +33,10 @@ pub struct State {
 
 type Shared = Rc<RefCell<State>>;
 
-/// Starts the page: wires the drop zone, loads the report folder's runs and `?run=`.
-pub async fn start() -> Result<(), JsValue> {
+/// Starts the page: wires the drop zone, loads the report folder's runs and `?run=`, and
+/// draws the first view once `plotly` (the promise of plotly.js having loaded) settles.
+pub async fn start(plotly: js_sys::Promise) -> Result<(), JsValue> {
+    mark("rkif:start");
     let began = now_ms();
     let state: Shared = Rc::new(RefCell::new(State::default()));
     wire_dropping(&state)?;
@@ -53,7 +59,13 @@ pub async fn start() -> Result<(), JsValue> {
     if state.borrow().runs.is_empty() {
         notes.push("No runs yet: drop run files or a zip of a run folder on this page.".into());
     }
+    mark("rkif:runs-loaded");
+    if let Err(e) = wasm_bindgen_futures::JsFuture::from(plotly).await {
+        notes.push(format!("No figures: {}.", describe(&e)));
+    }
+    mark("rkif:plotly-ready");
     render(&state)?;
+    read_other_runs_events(&state)?;
     let status = by_id("status")?;
     status.set_text_content(Some(&format!(
         "{} run(s) loaded in {:.0} ms. {}",
@@ -62,7 +74,38 @@ pub async fn start() -> Result<(), JsValue> {
         notes.join(" ")
     )));
     status.set_attribute("data-ready", "true")?;
+    mark("rkif:first-view");
+    crate::defer::begin()
+}
+
+/// Reads the events of the runs not shown, when the page is idle, so that a bad
+/// `events.jsonl` is listed among the problems without selecting its run.
+fn read_other_runs_events(state: &Shared) -> Result<(), JsValue> {
+    let (runs, selected) = {
+        let s = state.borrow();
+        (s.runs.clone(), s.selected)
+    };
+    for (index, run) in runs.into_iter().enumerate() {
+        if index != selected {
+            when_idle(move || {
+                wasm_bindgen_futures::spawn_local(async move { read_events(&run).await });
+            })?;
+        }
+    }
     Ok(())
+}
+
+/// Reads `run`'s events if not done yet, and lists the problems that found.
+async fn read_events(run: &LoadedRun) {
+    let found = run.read_events().await;
+    if found.is_empty() {
+        return;
+    }
+    report(by_id("problems").and_then(|list| {
+        found
+            .iter()
+            .try_for_each(|problem| add_text(&list, "li", "problem", problem).map(|_| ()))
+    }));
 }
 
 /// The drop zone and the file input both load their files as one new run.
@@ -109,8 +152,8 @@ fn add_files(state: Shared, files: Vec<web_sys::File>) {
                 Err(why) => unreadable.push(why),
             }
         }
-        let mut run = load_dropped(contents);
-        run.data.problems.extend(unreadable);
+        let run = load_dropped(contents);
+        run.data.borrow_mut().problems.extend(unreadable);
         {
             let mut s = state.borrow_mut();
             s.runs.push(Rc::new(run));
@@ -140,13 +183,7 @@ fn render(state: &Shared) -> Result<(), JsValue> {
         let s = state.borrow();
         (s.runs.clone(), s.selected)
     };
-    let problems = by_id("problems")?;
-    clear(&problems);
-    for run in &runs {
-        for problem in &run.data.problems {
-            add_text(&problems, "li", "problem", problem)?;
-        }
-    }
+    render_problems(&runs)?;
     let list = by_id("runs")?;
     clear(&list);
     for (index, run) in runs.iter().enumerate() {
@@ -156,7 +193,7 @@ fn render(state: &Shared) -> Result<(), JsValue> {
         } else {
             "run"
         };
-        let button = add_text(&item, "button", class, &run.data.label())?;
+        let button = add_text(&item, "button", class, &run.data.borrow().label())?;
         button.set_attribute("data-index", &index.to_string())?;
         let s = state.clone();
         on(&button, "click", move || {
@@ -172,6 +209,18 @@ fn render(state: &Shared) -> Result<(), JsValue> {
     render_comparison(&runs)
 }
 
+/// The problems of every run, one item each (each names its file).
+fn render_problems(runs: &[Rc<LoadedRun>]) -> Result<(), JsValue> {
+    let problems = by_id("problems")?;
+    clear(&problems);
+    for run in runs {
+        for problem in &run.data.borrow().problems {
+            add_text(&problems, "li", "problem", problem)?;
+        }
+    }
+    Ok(())
+}
+
 /// A section with a heading, appended to `parent`.
 fn section(parent: &Element, id: &str, title: &str) -> Result<Element, JsValue> {
     let s = add_with_id(parent, "section", id, "view")?;
@@ -183,8 +232,9 @@ fn unavailable(parent: &Element, what: &str) -> Result<(), JsValue> {
     add_text(parent, "p", "unavailable", what).map(|_| ())
 }
 
+/// The views of one run: summary, metrics and matrix now; the rest through [`draw_later`].
 fn render_run(view: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
-    let data = &run.data;
+    let data = run.data.borrow();
     let summary = section(view, "view-summary", "Run summary")?;
     match &data.manifest {
         Some(manifest) => {
@@ -227,52 +277,71 @@ fn render_run(view: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
             for caveat in &metrics.caveats {
                 add_text(&summary, "p", "caveat", &format!("Caveat: {caveat}"))?;
             }
-            plot(
-                &add_with_id(&matrix, "div", "matrix-plot", "plot")?,
-                &accuracy_heatmap(metrics),
-            )?;
-            plot(
-                &add_with_id(&matrix, "div", "forgetting-plot", "plot small")?,
-                &forgetting_bars(metrics),
-            )?;
+            let heatmap = add_with_id(&matrix, "div", "matrix-plot", "plot")?;
+            report(plot(&heatmap, &accuracy_heatmap(metrics)));
+            let bars = add_with_id(&matrix, "div", "forgetting-plot", "plot small")?;
+            let (target, run) = (bars.clone(), run.clone());
+            draw_later(&bars, move || {
+                if let Some(metrics) = &run.data.borrow().metrics {
+                    report(plot(&target, &forgetting_bars(metrics)));
+                }
+            })?;
         }
         None => unavailable(
             &matrix,
             "No matrix: metrics.json could not be read (see above).",
         )?,
     }
+    drop(data);
     let importance = section(view, "view-importance", "Importance maps")?;
     render_importance(&importance, run)?;
     let fusion = section(view, "view-fusion", "Fusion over rounds")?;
     let curves = section(view, "view-curves", "Training curves")?;
-    match &data.events {
-        Some(events) => {
-            plot(
-                &add_with_id(&fusion, "div", "fusion-plot", "plot")?,
-                &fusion_shares(events),
-            )?;
-            plot(
-                &add_with_id(&curves, "div", "curves-plot", "plot")?,
-                &training_curves(events),
-            )?;
-        }
-        None => {
-            unavailable(
-                &fusion,
-                "No rounds: events.jsonl could not be read (see above).",
-            )?;
-            unavailable(
-                &curves,
-                "No curves: events.jsonl could not be read (see above).",
-            )?;
-        }
+    let event_views: [(Element, &str, &str, EventFigure); 2] = [
+        (fusion, "fusion-plot", "rounds", fusion_shares),
+        (curves, "curves-plot", "curves", training_curves),
+    ];
+    for (parent, id, what, figure) in event_views {
+        let div = add_with_id(&parent, "div", id, "plot")?;
+        let (target, run) = (div.clone(), run.clone());
+        draw_later(&div, move || {
+            // Pending again until the events are in (they may have to be fetched).
+            let _ = target.set_attribute(PENDING, "");
+            wasm_bindgen_futures::spawn_local(async move {
+                read_events(&run).await;
+                // Both event figures may be waiting for the same answer: each draws in an
+                // idle period of its own.
+                report(when_idle(move || {
+                    // Not for a view replaced meanwhile (another run picked).
+                    if !target.is_connected() {
+                        return;
+                    }
+                    let drawn = match &run.data.borrow().events {
+                        Some(events) => plot(&target, &figure(events)),
+                        None => {
+                            target.set_class_name("");
+                            unavailable(
+                                &target,
+                                &format!("No {what}: events.jsonl could not be read (see above)."),
+                            )
+                        }
+                    };
+                    report(drawn);
+                    let _ = target.remove_attribute(PENDING);
+                }));
+            });
+        })?;
     }
     Ok(())
 }
 
-/// Task picker and a slider over that task's snapshots; the snapshot loads when chosen.
+/// A figure drawn from a run's event log.
+type EventFigure = fn(&EventLog) -> Figure;
+
+/// Task picker and a slider over that task's snapshots; the snapshot loads when chosen (the
+/// first one when its plot comes into view).
 fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValue> {
-    let tasks = run.data.snapshot_tasks();
+    let tasks = run.data.borrow().snapshot_tasks();
     let Some(&first_task) = tasks.first() else {
         return unavailable(parent, "No importance snapshots in this run.");
     };
@@ -282,6 +351,7 @@ fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValu
         add_with_id(&controls, "select", "importance-task", "")?.dyn_into()?;
     let names = run
         .data
+        .borrow()
         .metrics
         .as_ref()
         .map(|m| m.tasks.clone())
@@ -302,22 +372,29 @@ fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValu
     let map_plot = add_with_id(parent, "div", "map-plot", "plot")?;
 
     let shown: Rc<RefCell<Option<ImportanceSnapshot>>> = Rc::new(RefCell::new(None));
+    // Numbers the snapshot requests: only the latest one draws (answers can overtake).
+    let latest = Rc::new(Cell::new(0u64));
     let current = {
         let (run, select, slider) = (run.clone(), select.clone(), slider.clone());
         move || -> Option<SnapshotRef> {
             let task: usize = select.value().parse().ok()?;
             let index: usize = slider.value().parse().ok()?;
-            run.data.snapshots_of(task).get(index).map(|s| (*s).clone())
+            run.data
+                .borrow()
+                .snapshots_of(task)
+                .get(index)
+                .map(|s| (*s).clone())
         }
     };
     let show = {
-        let (run, label, layers, maps, map_plot, shown) = (
+        let (run, label, layers, maps, map_plot, shown, latest) = (
             run.clone(),
             label.clone(),
             layers.clone(),
             maps.clone(),
             map_plot.clone(),
             shown.clone(),
+            latest.clone(),
         );
         let current = current.clone();
         move || {
@@ -329,16 +406,24 @@ fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValu
                 None => "end of task".to_owned(),
             };
             label.set_text_content(Some(&place));
-            let (run, layers, maps, map_plot, shown) = (
+            let request = latest.get() + 1;
+            latest.set(request);
+            let _ = layers.set_attribute(PENDING, "");
+            let (run, layers, maps, map_plot, shown, latest) = (
                 run.clone(),
                 layers.clone(),
                 maps.clone(),
                 map_plot.clone(),
                 shown.clone(),
+                latest.clone(),
             );
+            let name = format!("{}/{}", run.data.borrow().origin, snapshot_ref.path);
             wasm_bindgen_futures::spawn_local(async move {
-                let name = format!("{}/{}", run.data.origin, snapshot_ref.path);
-                let parsed = match run.source.read(&snapshot_ref.path).await {
+                let answer = run.source.read(&snapshot_ref.path).await;
+                if latest.get() != request {
+                    return;
+                }
+                let parsed = match answer {
                     Ok(bytes) => {
                         parse_artifact::<ImportanceSnapshot>(std::path::Path::new(&name), &bytes)
                             .map_err(|e| e.to_string())
@@ -359,6 +444,7 @@ fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValu
                     }
                     Err(why) => report(unavailable(&layers, &why)),
                 }
+                let _ = layers.remove_attribute(PENDING);
             });
         }
     };
@@ -366,7 +452,7 @@ fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValu
         let (run, select, slider) = (run.clone(), select.clone(), slider.clone());
         move || {
             let task: usize = select.value().parse().unwrap_or(first_task);
-            let count = run.data.snapshots_of(task).len();
+            let count = run.data.borrow().snapshots_of(task).len();
             slider.set_max(&count.saturating_sub(1).to_string());
             slider.set_value("0");
         }
@@ -380,9 +466,7 @@ fn render_importance(parent: &Element, run: &Rc<LoadedRun>) -> Result<(), JsValu
     })?;
     let on_round = show.clone();
     on(&slider, "input", on_round)?;
-    let first = show;
-    first();
-    Ok(())
+    draw_later(&layers, show)
 }
 
 /// The element maps a snapshot holds, drawn on demand.
@@ -413,28 +497,30 @@ fn map_picker(
     })
 }
 
-/// Side-by-side matrices and a metrics table of every run with metrics.
+/// Side-by-side matrices (drawn later) and a metrics table of every run with metrics.
 fn render_comparison(runs: &[Rc<LoadedRun>]) -> Result<(), JsValue> {
     let view = by_id("compare-view")?;
     clear(&view);
-    let with_metrics: Vec<(String, String, &rkif_core::report::MetricsFile)> = runs
+    let with_metrics: Vec<Rc<LoadedRun>> = runs
         .iter()
-        .filter_map(|r| {
-            let method = r
-                .data
-                .manifest
-                .as_ref()
-                .map(|m| m.method.clone())
-                .unwrap_or_default();
-            r.data.metrics.as_ref().map(|m| (r.data.label(), method, m))
-        })
+        .filter(|r| r.data.borrow().metrics.is_some())
+        .cloned()
         .collect();
     if with_metrics.len() < 2 {
         return Ok(());
     }
     let compare = section(&view, "view-compare", "Comparison")?;
+    let data: Vec<Ref<RunData>> = with_metrics.iter().map(|r| r.data.borrow()).collect();
+    let rows: Vec<(String, String, &MetricsFile)> = data
+        .iter()
+        .filter_map(|d| {
+            let method = d.manifest.as_ref().map(|m| m.method.clone());
+            let metrics = d.metrics.as_ref()?;
+            Some((d.label(), method.unwrap_or_default(), metrics))
+        })
+        .collect();
     let table_rows: Vec<Vec<String>> = metrics_table(
-        &with_metrics
+        &rows
             .iter()
             .map(|(n, m, f)| (n.as_str(), m.as_str(), *f))
             .collect::<Vec<_>>(),
@@ -448,12 +534,18 @@ fn render_comparison(runs: &[Rc<LoadedRun>]) -> Result<(), JsValue> {
         &["run", "method", "OP (%)", "BWT (%)", "FWT (%)", "F (%)"],
         &table_rows,
     )?;
-    let pairs: Vec<(&str, &rkif_core::report::MetricsFile)> = with_metrics
-        .iter()
-        .map(|(n, _, f)| (n.as_str(), *f))
-        .collect();
-    plot(
-        &add_with_id(&compare, "div", "compare-plot", "plot")?,
-        &comparison_heatmaps(&pairs),
-    )
+    drop(rows);
+    drop(data);
+    let div = add_with_id(&compare, "div", "compare-plot", "plot")?;
+    let target = div.clone();
+    draw_later(&div, move || {
+        let data: Vec<Ref<RunData>> = with_metrics.iter().map(|r| r.data.borrow()).collect();
+        let labels: Vec<String> = data.iter().map(|d| d.label()).collect();
+        let pairs: Vec<(&str, &MetricsFile)> = data
+            .iter()
+            .zip(&labels)
+            .filter_map(|(d, label)| Some((label.as_str(), d.metrics.as_ref()?)))
+            .collect();
+        report(plot(&target, &comparison_heatmaps(&pairs)));
+    })
 }

@@ -108,7 +108,8 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
 }
 
-/// Draws `figure` into `div` with plotly.js (loaded by the page from its own folder).
+/// Draws `figure` into `div` with plotly.js (loaded by the page from its own folder), and
+/// marks the moment (`rkif:drawn:<div id>`, see [`mark`]).
 pub fn plot(div: &Element, figure: &Figure) -> Result<(), JsValue> {
     let to_js = |value: &serde_json::Value| -> Result<JsValue, JsValue> {
         let text = serde_json::to_string(value).map_err(|e| JsValue::from_str(&e.to_string()))?;
@@ -117,5 +118,20 @@ pub fn plot(div: &Element, figure: &Figure) -> Result<(), JsValue> {
     let data = to_js(&serde_json::Value::Array(figure.data.clone()))?;
     let layout = to_js(&figure.layout)?;
     let config = to_js(&serde_json::json!({ "displaylogo": false, "responsive": true }))?;
-    new_plot(div, &data, &layout, &config).map(|_| ())
+    new_plot(div, &data, &layout, &config)?;
+    mark(&format!("rkif:drawn:{}", div.id()));
+    Ok(())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = mark, catch)]
+    fn performance_mark(name: &str) -> Result<JsValue, JsValue>;
+}
+
+/// Records `name` on the page's performance timeline (`performance.mark`), where the
+/// benchmark (tests/viewer/bench.mjs) and a browser's profiler read it. Marks are
+/// best-effort: a browser without them loses nothing else.
+pub fn mark(name: &str) {
+    let _ = performance_mark(name);
 }

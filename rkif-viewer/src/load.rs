@@ -1,12 +1,14 @@
 //! Where runs come from: the report folder's `runs/index.json`, a `?run=<url>`, or files and
 //! zips dropped on the page. Only the URLs asked for are fetched.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
-use js_sys::Uint8Array;
+use js_sys::{Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use web_sys::Response;
 
 use rkif_core::report::run_dir::{EVENTS_FILE, IMPORTANCE_DIR, MANIFEST_FILE, METRICS_FILE};
@@ -36,19 +38,102 @@ impl Source {
     }
 }
 
-/// A run and where to read more of it (importance snapshots load on demand).
-#[derive(Debug, Clone)]
+/// A run and where to read more of it. Opening a run reads its manifest and metrics only:
+/// importance snapshots load when shown, and `events.jsonl` (the largest file of a long run,
+/// needed only by views below the first) when first needed ([`LoadedRun::read_events`]).
+#[derive(Debug)]
 pub struct LoadedRun {
-    /// Its parsed artifacts and problems.
-    pub data: RunData,
+    /// Its parsed artifacts and problems (events and their problems once read).
+    pub data: RefCell<RunData>,
     /// Where its files are.
-    pub source: Source,
+    pub source: Rc<Source>,
+    /// Where reading `events.jsonl` stands.
+    events: RefCell<EventsRead>,
 }
 
-/// GETs `url`; a failed request or a non-2xx status is an error saying which.
-pub async fn fetch_bytes(url: &str) -> Fetched {
+/// Where reading a run's `events.jsonl` stands.
+#[derive(Debug)]
+enum EventsRead {
+    /// Listed (or not known to be absent) and not requested yet.
+    Waiting,
+    /// Requested: settles to its bytes (a `Uint8Array`) or why it could not be read (text).
+    Requested(Promise),
+    /// Parsed into the run's data, or absent or bad (and then among its problems).
+    Done,
+}
+
+impl LoadedRun {
+    /// Parses the run's files; `events.jsonl` waits for [`LoadedRun::read_events`]. In
+    /// `files`, its entry says whether it is there (its bytes are not looked at).
+    fn new(origin: &str, files: &BTreeMap<String, Fetched>, source: Source) -> Self {
+        let events = match files.get(EVENTS_FILE) {
+            Some(Ok(_)) => EventsRead::Waiting,
+            _ => EventsRead::Done,
+        };
+        LoadedRun {
+            data: RefCell::new(RunData::parse_deferring_events(origin, files)),
+            source: Rc::new(source),
+            events: RefCell::new(events),
+        }
+    }
+
+    /// Reads `events.jsonl` unless that was done already: fetches it (once, however many
+    /// views ask at the same time) and parses it. Returns the problems this found (an
+    /// unreadable or bad log), which the page then lists.
+    pub async fn read_events(&self) -> Vec<String> {
+        let request = {
+            let mut events = self.events.borrow_mut();
+            match &*events {
+                EventsRead::Done => return Vec::new(),
+                EventsRead::Requested(request) => request.clone(),
+                EventsRead::Waiting => {
+                    let source = self.source.clone();
+                    let request = future_to_promise(async move {
+                        match source.read(EVENTS_FILE).await {
+                            Ok(bytes) => Ok(Uint8Array::from(bytes.as_slice()).into()),
+                            Err(why) => Err(JsValue::from_str(&why)),
+                        }
+                    });
+                    *events = EventsRead::Requested(request.clone());
+                    request
+                }
+            }
+        };
+        let answer = JsFuture::from(request).await;
+        // Of the callers awaiting the same request, the first to get here parses.
+        if matches!(
+            std::mem::replace(&mut *self.events.borrow_mut(), EventsRead::Done),
+            EventsRead::Done
+        ) {
+            return Vec::new();
+        }
+        let mut data = self.data.borrow_mut();
+        let before = data.problems.len();
+        match answer {
+            Ok(bytes) => data.read_events(&Uint8Array::new(&bytes).to_vec()),
+            Err(why) => {
+                let problem = format!(
+                    "{}/{EVENTS_FILE}: cannot read ({})",
+                    data.origin,
+                    describe(&why)
+                );
+                data.problems.push(problem);
+            }
+        }
+        data.problems.get(before..).unwrap_or_default().to_vec()
+    }
+}
+
+/// Starts a GET of `url`: the request goes out now, [`receive`] awaits its answer.
+fn send(url: &str) -> Result<JsFuture, String> {
     let window = web_sys::window().ok_or("no window")?;
-    let response = JsFuture::from(window.fetch_with_str(url))
+    Ok(JsFuture::from(window.fetch_with_str(url)))
+}
+
+/// The body of a request [`send`] started; a failed request or a non-2xx status is an
+/// error saying which.
+async fn receive(request: Result<JsFuture, String>) -> Fetched {
+    let response = request?
         .await
         .map_err(|e| format!("request failed: {}", describe(&e)))?;
     let response: Response = response
@@ -60,6 +145,11 @@ pub async fn fetch_bytes(url: &str) -> Fetched {
     let buffer = response.array_buffer().map_err(|e| describe(&e))?;
     let buffer = JsFuture::from(buffer).await.map_err(|e| describe(&e))?;
     Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// GETs `url`; a failed request or a non-2xx status is an error saying which.
+pub async fn fetch_bytes(url: &str) -> Fetched {
+    receive(send(url)).await
 }
 
 /// A JS error as text.
@@ -74,30 +164,57 @@ pub fn describe(value: &JsValue) -> String {
         .unwrap_or_else(|| format!("{value:?}"))
 }
 
-/// Reads the main artifacts of a run over HTTP; `files` lists its files when known (from
-/// the site index or `files.json`), which also names its importance snapshots.
-pub async fn load_http_run(origin: &str, base: &str, files: Option<Vec<String>>) -> LoadedRun {
-    let listed = files.clone();
-    let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
-    for name in [MANIFEST_FILE, METRICS_FILE, EVENTS_FILE] {
-        let present = listed.as_ref().is_none_or(|l| l.iter().any(|f| f == name));
-        if present {
-            fetched.insert(
-                name.to_owned(),
-                fetch_bytes(&format!("{base}/{name}")).await,
-            );
+/// A run's main artifacts being fetched over HTTP (all requests already sent).
+struct RunRequest {
+    origin: String,
+    base: String,
+    requests: Vec<(&'static str, Result<JsFuture, String>)>,
+    /// `events.jsonl` is listed (or there is no listing).
+    events: bool,
+    snapshots: Vec<String>,
+}
+
+impl RunRequest {
+    /// Sends the requests for the main artifacts of the run at `base`; `files` lists its
+    /// files when known (from the site index or `files.json`), which also names its
+    /// importance snapshots. Files the listing lacks are not requested.
+    fn send(origin: &str, base: &str, files: Option<Vec<String>>) -> Self {
+        let listed = |name: &str| files.as_ref().is_none_or(|l| l.iter().any(|f| f == name));
+        let requests = [MANIFEST_FILE, METRICS_FILE]
+            .into_iter()
+            .filter(|name| listed(name))
+            .map(|name| (name, send(&format!("{base}/{name}"))))
+            .collect();
+        // Events: requested when first needed (see `LoadedRun`).
+        let events = listed(EVENTS_FILE);
+        // Snapshots: listed only; their bytes are fetched when shown.
+        let prefix = format!("{IMPORTANCE_DIR}/");
+        let snapshots = files
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|path| path.starts_with(&prefix))
+            .collect();
+        RunRequest {
+            origin: origin.to_owned(),
+            base: base.to_owned(),
+            requests,
+            events,
+            snapshots,
         }
     }
-    // Snapshots: listed only; their bytes are fetched when shown.
-    let prefix = format!("{IMPORTANCE_DIR}/");
-    for path in files.unwrap_or_default() {
-        if path.starts_with(&prefix) {
+
+    /// Awaits the answers and parses them.
+    async fn receive(self) -> LoadedRun {
+        let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
+        for (name, request) in self.requests {
+            fetched.insert(name.to_owned(), receive(request).await);
+        }
+        // Files there but not fetched yet: listed with no bytes.
+        let unfetched = self.events.then(|| EVENTS_FILE.to_owned());
+        for path in self.snapshots.into_iter().chain(unfetched) {
             fetched.insert(path, Ok(Vec::new()));
         }
-    }
-    LoadedRun {
-        data: RunData::parse(origin, &fetched),
-        source: Source::Http(base.to_owned()),
+        LoadedRun::new(&self.origin, &fetched, Source::Http(self.base))
     }
 }
 
@@ -113,7 +230,8 @@ pub async fn load_site_runs() -> Result<Vec<LoadedRun>, String> {
         .get("runs")
         .and_then(|r| r.as_array())
         .ok_or("runs/index.json: no `runs` list")?;
-    let mut loaded = Vec::new();
+    // Every run's requests go out before any answer is awaited.
+    let mut requests = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let path = run
             .get("path")
@@ -124,7 +242,11 @@ pub async fn load_site_runs() -> Result<Vec<LoadedRun>, String> {
                 .filter_map(|f| f.as_str().map(str::to_owned))
                 .collect()
         });
-        loaded.push(load_http_run(path, path, files).await);
+        requests.push(RunRequest::send(path, path, files));
+    }
+    let mut loaded = Vec::new();
+    for request in requests {
+        loaded.push(request.receive().await);
     }
     Ok(loaded)
 }
@@ -144,7 +266,7 @@ pub async fn load_url_run(url: &str) -> LoadedRun {
             }),
         Err(_) => None,
     };
-    load_http_run(base, base, files).await
+    RunRequest::send(base, base, files).receive().await
 }
 
 /// A run from dropped files: zips are unpacked (their common top folder removed), loose
@@ -169,13 +291,13 @@ pub fn load_dropped(files: Vec<(String, Vec<u8>)>) -> LoadedRun {
         .iter()
         .map(|(k, v)| (k.clone(), Ok(v.clone())))
         .collect();
-    let mut data = RunData::parse("dropped files", &fetched);
-    problems.append(&mut data.problems);
-    data.problems = problems;
-    LoadedRun {
-        data,
-        source: Source::Memory(contents),
+    let run = LoadedRun::new("dropped files", &fetched, Source::Memory(contents));
+    {
+        let mut data = run.data.borrow_mut();
+        problems.append(&mut data.problems);
+        data.problems = problems;
     }
+    run
 }
 
 /// Reads a dropped file's bytes.

@@ -46,6 +46,19 @@ impl RunData {
     /// listed with an error was requested but could not be read). Snapshot files are only
     /// listed, not parsed: see [`RunData::snapshots`].
     pub fn parse(origin: &str, files: &BTreeMap<String, Fetched>) -> Self {
+        let mut run = Self::parse_deferring_events(origin, files);
+        if let Some(Ok(bytes)) = files.get(EVENTS_FILE) {
+            run.read_events(bytes);
+        }
+        run
+    }
+
+    /// Like [`RunData::parse`] but leaves `events.jsonl` unparsed (the largest file of a long
+    /// run, and only needed by views below the first): hand its bytes to
+    /// [`RunData::read_events`] when needed. Only a missing or unreadable `events.jsonl` is
+    /// in `problems` already; its bytes in `files` are not looked at (they may be a
+    /// placeholder for a file listed but not fetched yet).
+    pub fn parse_deferring_events(origin: &str, files: &BTreeMap<String, Fetched>) -> Self {
         let mut run = RunData {
             origin: origin.to_owned(),
             ..RunData::default()
@@ -77,21 +90,28 @@ impl RunData {
                 &mut problems,
             );
         }
-        if let Some(bytes) = get(EVENTS_FILE, &mut problems) {
-            let source = name(EVENTS_FILE);
-            run.events = keep(parse_events(Path::new(&source), &bytes), &mut problems);
-        }
-        if let Some(log) = &run.events {
-            if log.truncated_lines > 0 {
-                problems.push(format!(
-                    "{}: the last line was cut off (a crash mid-write?) and is ignored",
-                    name(EVENTS_FILE)
-                ));
-            }
+        if let Some(Err(why)) = files.get(EVENTS_FILE) {
+            problems.push(format!("{}: cannot read ({why})", name(EVENTS_FILE)));
+        } else if !files.contains_key(EVENTS_FILE) {
+            problems.push(format!("{}: missing from the run", name(EVENTS_FILE)));
         }
         run.snapshots = snapshot_refs(files.keys().map(String::as_str));
         run.problems = problems;
         run
+    }
+
+    /// Parses `events.jsonl` (its `bytes`) into [`RunData::events`]; a bad log, or one whose
+    /// last line was cut off, adds a problem naming the file.
+    pub fn read_events(&mut self, bytes: &[u8]) {
+        let source = format!("{}/{EVENTS_FILE}", self.origin);
+        self.events = keep(parse_events(Path::new(&source), bytes), &mut self.problems);
+        if let Some(log) = &self.events {
+            if log.truncated_lines > 0 {
+                self.problems.push(format!(
+                    "{source}: the last line was cut off (a crash mid-write?) and is ignored"
+                ));
+            }
+        }
     }
 
     /// The name to show: the manifest's run name, else the origin.
@@ -178,6 +198,39 @@ mod tests {
         let rounds: Vec<_> = run.snapshots.iter().map(|s| s.round).collect();
         assert_eq!(rounds, [Some(2), None]);
         assert_eq!(run.label(), "runs/x");
+    }
+
+    #[test]
+    fn events_wait_for_read_events_but_a_missing_log_is_named_at_once() {
+        let header = "{\"kind\":\"header\",\"schema_version\":2,\"rkif_version\":\"0.1.0\"}\n";
+        let mut files = BTreeMap::new();
+        files.insert(
+            "events.jsonl".to_owned(),
+            Ok(format!("{header}{{\"kind\":\"task_end\"").into_bytes()),
+        );
+        let mut run = RunData::parse_deferring_events("runs/x", &files);
+        assert!(run.events.is_none());
+        // Manifest and metrics are missing; the log's cut-off line is not known yet.
+        assert_eq!(run.problems.len(), 2, "{:?}", run.problems);
+        let Some(Ok(bytes)) = files.get("events.jsonl") else {
+            unreachable!()
+        };
+        run.read_events(bytes);
+        assert_eq!(run.events.as_ref().map(|e| e.truncated_lines), Some(1));
+        assert_eq!(
+            run.problems[2],
+            "runs/x/events.jsonl: the last line was cut off (a crash mid-write?) and is ignored"
+        );
+
+        files.clear();
+        let run = RunData::parse_deferring_events("runs/y", &files);
+        assert_eq!(run.problems[2], "runs/y/events.jsonl: missing from the run");
+        files.insert("events.jsonl".to_owned(), Err("HTTP 500".to_owned()));
+        let run = RunData::parse_deferring_events("runs/y", &files);
+        assert_eq!(
+            run.problems[2],
+            "runs/y/events.jsonl: cannot read (HTTP 500)"
+        );
     }
 
     #[test]

@@ -6,8 +6,11 @@
 Every cell runs (`--allow-errors`), then every output is searched for errors and panics (a panic
 inside a cell does not make nbconvert fail), and each notebook's rich outputs are checked: the
 tables and figures it should show are there, every figure's JSON parses and its numbers lie in
-range (accuracies in [0, 100] %, losses positive, the four fusion shares adding up to 1), the
-tables' numbers parse and lie in range, plotly.js is written once and nothing comes from a URL.
+range (accuracies in [0, 100] %, losses finite and positive, the four fusion shares adding up to
+1), a fusing run's training curves show its replay (outer-step) losses, the tables' numbers parse
+and lie in range, every accuracy table's columns are the tasks the task list shows (task names
+and counts are read from the outputs, never written here), plotly.js is written once and nothing
+comes from a URL.
 The executed copies go to $RKIF_NOTEBOOK_OUT (default target/notebooks-executed/).
 
 $EVCXR_TMPDIR (default target/evcxr-notebooks) keeps the kernel's compiled dependencies, so the
@@ -35,8 +38,8 @@ EXPECT = {
     "01-quickstart.ipynb": {
         "figures": {"accuracy-heatmap": 3, "accuracy-comparison": 1, "forgetting-bars": 2,
                     "training-curves": 1, "fusion-shares": 1},
-        "blocks": {"session": 1, "task-plan": 1, "accuracy-matrix": 3, "comparison": 1,
-                   "run-summary": 1, "run-charts": 1},
+        "blocks": {"tasks": 1, "session": 1, "task-plan": 1, "accuracy-matrix": 3,
+                   "comparison": 1, "run-summary": 1, "run-charts": 1},
     },
     "02-identify.ipynb": {
         "figures": {"loss-curve": 2, "importance-layers": 1, "element-map": 2},
@@ -138,8 +141,9 @@ def check_figure(name, kind, fig, problems):
         elif kind == "forgetting-bars":
             in_range(name, kind, numbers(data[0].get("y", [])), -100.0, 100.0, problems)
         elif kind in ("loss-curve", "training-curves"):
-            loss = next((t for t in data if t.get("name") == "training loss"), {})
-            ys = numbers(loss.get("y", []))
+            # Inner-step, replay (outer-step) and validation losses: finite and positive.
+            losses = [t for t in data if "loss" in str(t.get("name", ""))]
+            ys = [v for t in losses for v in numbers(t.get("y", []))]
             if kind == "loss-curve" and not ys:
                 problems.append(f"{name}: figure {kind} without a loss")
             in_range(name, f"{kind} loss", ys, 0.0, 1e4, problems)
@@ -187,6 +191,47 @@ def check_numbers(name, html, problems):
             problems.append(f"{name}: fusion shares {shares} are not four adding up to 1")
 
 
+def trace_values(fig, prefix):
+    """The numbers of the figure's traces whose name starts with `prefix`."""
+    return [v for t in fig.get("data", []) if str(t.get("name", "")).startswith(prefix)
+            for v in numbers(t.get("y", [])) if v is not None]
+
+
+def check_run_charts(name, text, problems):
+    """A run's charts (one cell's output): when the run fused, its training curves show the
+    replay (outer-step) losses that events schema 2 records."""
+    if 'data-rkif="run-charts"' not in text:
+        return
+    figures = {kind: fig for kind, fig in FIGURE.findall(text)}
+    if "fusion-shares" not in figures or "training-curves" not in figures:
+        return
+    try:
+        curves = json.loads(figures["training-curves"])
+        if not trace_values(curves, "replay loss"):
+            problems.append(f"{name}: a fusing run's training curves without replay (outer-step) losses")
+        if not trace_values(curves, "training loss"):
+            problems.append(f"{name}: a run's training curves without inner-step losses")
+    except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as e:
+        problems.append(f"{name}: run charts: {e}")
+
+
+def check_tasks(name, html, problems):
+    """Every accuracy table's columns are the tasks of the task list (display::tasks), in its
+    order: names and count come from the data, whatever the default benchmark holds."""
+    listed = re.findall(r'<table data-rkif="tasks".*?</table>', html, re.S)
+    if not listed:
+        return
+    names = re.findall(r'data-task="([^"]*)"', listed[0])
+    if not names:
+        problems.append(f"{name}: the task list names no task")
+        return
+    for table in re.findall(r'<table data-rkif="accuracy-table".*?</table>', html, re.S):
+        header = re.search(r"<thead>(.*?)</thead>", table, re.S)
+        columns = re.findall(r"<th[^>]*>(.*?)</th>", header.group(1), re.S)[1:] if header else []
+        if columns != names:
+            problems.append(f"{name}: an accuracy table over {columns}, the task list has {names}")
+
+
 def check(name, nb):
     problems = []
     html_all = []
@@ -205,6 +250,7 @@ def check(name, nb):
                 break
         if kind.endswith("text/html"):
             html_all.append(text)
+            check_run_charts(name, text, problems)
     html = "\n".join(html_all)
     expect = EXPECT.get(name, {})
     for fig, n in expect.get("figures", {}).items():
@@ -238,6 +284,7 @@ def check(name, nb):
         if re.search(r'cdn\.plot\.ly|cdnjs|jsdelivr|unpkg', ours):
             problems.append(f"{name}: a CDN is named in the outputs")
     check_numbers(name, html, problems)
+    check_tasks(name, html, problems)
     return problems
 
 

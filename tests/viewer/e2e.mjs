@@ -37,6 +37,9 @@ try {
     await page.click(`#runs button[data-index="${index}"]`);
     await page.waitForSelector(`#runs button.selected[data-index="${index}"]`);
   };
+  // Figures below the first view are drawn after it (as they scroll near, or when the page
+  // is idle); each waiting one carries data-pending.
+  const allDrawn = () => page.waitForFunction(() => !document.querySelector('[data-pending]'));
 
   await page.goto(site);
   seen.ready = await ready();
@@ -78,6 +81,8 @@ try {
   seen.views.importance = importance;
   await shot('#view-importance', 'importance');
 
+  await page.waitForSelector('#fusion-plot .main-svg');
+  await page.waitForSelector('#curves-plot .main-svg');
   seen.views.fusion_traces = await page.$$eval('#fusion-plot .scatterlayer .trace', (t) => t.length);
   seen.views.curves_traces = await page.$$eval('#curves-plot .scatterlayer .trace', (t) => t.length);
   await shot('#view-fusion', 'fusion');
@@ -92,7 +97,7 @@ try {
   seen.each_run = [];
   for (let index = 0; index < seen.runs.length; index++) {
     await selectRun(index);
-    await page.waitForTimeout(200);
+    await allDrawn();
     seen.each_run.push({
       label: seen.runs[index],
       summary: await tableRows('#summary-table'),

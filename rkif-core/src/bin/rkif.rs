@@ -98,15 +98,8 @@ struct RunArgs {
     /// A task order of the benchmark (e.g. mini-1, standard-1, long-1, superni-1).
     #[arg(long)]
     order: Option<String>,
-    /// The benchmark folder.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// A local Hugging Face model folder.
-    #[arg(long, conflicts_with = "gguf")]
-    model_dir: Option<PathBuf>,
-    /// A GGUF model file (dequantised to f32).
-    #[arg(long)]
-    gguf: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// The root seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -145,15 +138,8 @@ struct EvalArgs {
     /// A task order of the benchmark (e.g. mini-1, standard-1).
     #[arg(long)]
     order: Option<String>,
-    /// The benchmark folder.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// A local Hugging Face model folder.
-    #[arg(long, conflicts_with = "gguf")]
-    model_dir: Option<PathBuf>,
-    /// A GGUF model file (dequantised to f32).
-    #[arg(long)]
-    gguf: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// The root seed (chooses the capped test subset).
     #[arg(long)]
     seed: Option<u64>,
@@ -183,15 +169,8 @@ struct SweepArgs {
     /// Root seeds (repeat or comma-separate; default: the config's seed).
     #[arg(long, value_delimiter = ',')]
     seed: Vec<u64>,
-    /// The benchmark folder.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// A local Hugging Face model folder.
-    #[arg(long, conflicts_with = "gguf")]
-    model_dir: Option<PathBuf>,
-    /// A GGUF model file (dequantised to f32).
-    #[arg(long)]
-    gguf: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// At most this many training examples per task.
     #[arg(long)]
     max_train: Option<usize>,
@@ -285,6 +264,35 @@ fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>, ctrlc::Error> {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Where the benchmark and the model come from: the flags `run`, `eval` and `sweep` share.
+#[derive(clap::Args, Clone, Default)]
+struct SourceArgs {
+    /// The benchmark folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A local Hugging Face model folder.
+    #[arg(long, conflicts_with = "gguf")]
+    model_dir: Option<PathBuf>,
+    /// A GGUF model file (dequantised to f32).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// Override the config's benchmark folder and model source with the given flags.
+    fn apply(&self, cfg: &mut RunConfig) {
+        if let Some(d) = &self.data_dir {
+            cfg.data.dir = Some(d.clone());
+        }
+        if let Some(d) = &self.model_dir {
+            cfg.model.source = ModelSource::Local { path: d.clone() };
+        }
+        if let Some(g) = &self.gguf {
+            cfg.model.source = ModelSource::Gguf { path: g.clone() };
+        }
+    }
+}
+
 fn resolve_config(args: &RunArgs) -> rkif_core::Result<RunConfig> {
     let mut cfg = match (&args.config, &args.preset) {
         (Some(path), _) => RunConfig::from_toml_file(path)?,
@@ -294,15 +302,7 @@ fn resolve_config(args: &RunArgs) -> rkif_core::Result<RunConfig> {
     if let Some(o) = &args.order {
         cfg.data.order = Some(o.clone());
     }
-    if let Some(d) = &args.data_dir {
-        cfg.data.dir = Some(d.clone());
-    }
-    if let Some(d) = &args.model_dir {
-        cfg.model.source = ModelSource::Local { path: d.clone() };
-    }
-    if let Some(g) = &args.gguf {
-        cfg.model.source = ModelSource::Gguf { path: g.clone() };
-    }
+    args.source.apply(&mut cfg);
     if let Some(s) = args.seed {
         cfg.seed = s;
     }
@@ -429,9 +429,7 @@ fn sweep(args: SweepArgs) -> CliResult {
     let run_args = RunArgs {
         config: args.config.clone(),
         preset: args.preset.clone(),
-        data_dir: args.data_dir.clone(),
-        model_dir: args.model_dir.clone(),
-        gguf: args.gguf.clone(),
+        source: args.source.clone(),
         max_train: args.max_train,
         max_eval: args.max_eval,
         epochs: args.epochs,
@@ -654,15 +652,7 @@ fn resolve_eval_config(args: &EvalArgs) -> rkif_core::Result<RunConfig> {
     if !args.tasks.is_empty() {
         cfg.data.tasks = Some(args.tasks.iter().map(|t| t.trim().to_string()).collect());
     }
-    if let Some(d) = &args.data_dir {
-        cfg.data.dir = Some(d.clone());
-    }
-    if let Some(d) = &args.model_dir {
-        cfg.model.source = ModelSource::Local { path: d.clone() };
-    }
-    if let Some(g) = &args.gguf {
-        cfg.model.source = ModelSource::Gguf { path: g.clone() };
-    }
+    args.source.apply(&mut cfg);
     if let Some(s) = args.seed {
         cfg.seed = s;
     }

@@ -177,7 +177,7 @@ pub fn session_charts(s: &Session) -> Result<Html> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{RoundEvent, RoundTimings};
+    use crate::report::{OuterStepEvent, RoundEvent, RoundTimings, StepEvent};
 
     const SHARES: FusionShares = FusionShares {
         inner_only: 0.1,
@@ -214,14 +214,42 @@ mod tests {
                 fusion_seconds: 0.0,
             },
         };
+        let step = StepEvent {
+            task: 1,
+            step: 4,
+            loss: 1.25,
+            lr: 1e-3,
+            grad_norm: 0.5,
+        };
+        let outer = OuterStepEvent {
+            task: 1,
+            step: 4,
+            outer_step: 1,
+            loss: 0.75,
+            lr: 1e-3,
+            grad_norm: 0.5,
+        };
         let log = EventLog {
             header: None,
-            events: vec![Event::Round(round)],
+            events: vec![
+                Event::Step(step),
+                Event::OuterStep(outer),
+                Event::Round(round),
+            ],
             truncated_lines: 0,
         };
         let html = run_charts(&log).0;
-        let expected = fusion_shares(&log).to_json().to_string();
-        assert!(html.contains(&expected), "the report's figure, as is");
+        for figure in [fusion_shares(&log), training_curves(&log)] {
+            let expected = figure.to_json().to_string();
+            assert!(html.contains(&expected), "the report's figure, as is");
+        }
+        // The outer (replay-memory) step's loss is drawn, as in the viewer.
+        let curves = training_curves(&log).to_json();
+        let replay = curves["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|t| t["name"] == "replay loss (outer steps)"))
+            .map(|t| t["y"].clone());
+        assert_eq!(replay, Some(serde_json::json!([0.75])));
         assert!(html.contains("data-rkif-figure=\"training-curves\""));
         assert!(html.contains("data-case=\"both\" data-value=\"0.050000\""));
         let empty = EventLog {

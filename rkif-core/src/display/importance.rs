@@ -2,12 +2,9 @@
 //! (per module x layer, inner vs outer, drawn by the viewer's figures).
 
 use super::{escape, figure_html, heading, table, value_span, Html};
-use crate::kif::ImportanceTracker;
-use crate::model::{LoraFactor, LoraParam};
 use crate::report::figures::{element_map, importance_layers, training_curves};
 use crate::report::{
-    downsample_mean, Event, EventLog, ImportanceMap, ImportanceSnapshot, ModuleImportance,
-    ScoreKind, ScoreSummary, StepEvent, DEFAULT_MAP_SIDE,
+    Event, EventLog, ImportanceSnapshot, OuterStepEvent, ScoreSummary, StepEvent, StepPhase,
 };
 use crate::session::{ImportanceView, Session, StepsReport};
 use crate::{Error, Result};
@@ -70,26 +67,34 @@ impl ImportanceView {
     }
 }
 
-/// The steps' losses as the report's training curve (`x`: the task step; outer steps, which
-/// do not advance it, are numbered 1..n).
+/// The steps as the events the run's log holds for them, so that the report's training curve
+/// draws them as the viewer does: inner steps as `step` events at their task step, outer
+/// steps as `outer_step` events at the inner step they follow (the replay-loss markers).
 fn steps_log(report: &StepsReport) -> EventLog {
-    let first = if report.phase == "inner" {
-        report.first_step
-    } else {
-        1
-    };
+    let outer = report.phase == StepPhase::Outer.name();
     let events = report
         .records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            Event::Step(StepEvent {
-                task: 0,
-                step: first + i,
-                loss: r.loss,
-                lr: r.lr,
-                grad_norm: r.grad_norm,
-            })
+            if outer {
+                Event::OuterStep(OuterStepEvent {
+                    task: report.task,
+                    step: report.first_step,
+                    outer_step: i + 1,
+                    loss: r.loss,
+                    lr: r.lr,
+                    grad_norm: r.grad_norm,
+                })
+            } else {
+                Event::Step(StepEvent {
+                    task: report.task,
+                    step: report.first_step + i,
+                    loss: r.loss,
+                    lr: r.lr,
+                    grad_norm: r.grad_norm,
+                })
+            }
         })
         .collect();
     EventLog {
@@ -141,109 +146,28 @@ impl StepsReport {
     }
 }
 
-/// One tracker's state: its view (threshold, layer and kind of each matrix) and, per LoRA
-/// matrix by name, its scores flattened row-major.
-struct TrackerScores {
-    view: ImportanceView,
-    scores: Vec<(String, Vec<f32>)>,
-}
-
-/// [`TrackerScores`] of `tracker`; `None` before its first update.
-fn tracker_scores(
-    tracker: &ImportanceTracker,
-    params: &[LoraParam],
-    q: f64,
-) -> Result<Option<TrackerScores>> {
-    if tracker.updates() == 0 {
-        return Ok(None);
-    }
-    let view = ImportanceView::of(tracker, params, q)?;
-    let scores = tracker
-        .scores()
-        .into_iter()
-        .map(|(name, t)| {
-            let values = t
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?;
-            Ok((name, values))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(TrackerScores { view, scores }))
-}
-
 /// Both trackers of the task being trained, now: per LoRA matrix the score statistics with
 /// the count above each global threshold, and block-mean maps of the first adapted module's
-/// matrices (at most `DEFAULT_MAP_SIDE` square). Take it after the round's outer steps and
-/// before `fuse` (which resets the inner tracker) to see the masks fusion will use.
+/// matrices (at most `DEFAULT_MAP_SIDE` square), exactly as the run folder stores them. Take it
+/// after the round's outer steps and before `fuse` (which resets the inner tracker) to see the
+/// masks fusion will use.
 pub fn importance_snapshot(s: &Session) -> Result<ImportanceSnapshot> {
     let st = s
         .current()
         .ok_or_else(|| Error::Data("no task is being trained: start a round first".into()))?;
-    let q = s.config().kif.quantile;
-    let params = s.learner().params();
-    let inner = tracker_scores(&st.inner, params, q)?;
-    let outer = tracker_scores(&st.outer, params, q)?;
-    if inner.is_none() && outer.is_none() {
+    if st.inner.updates() == 0 && st.outer.updates() == 0 {
         return Err(Error::Data(
             "no importance yet: run inner or outer steps first".into(),
         ));
     }
-    let mut snap = ImportanceSnapshot::new(st.index, Some(st.round + 1), st.step);
-    snap.inner_threshold = inner.as_ref().and_then(|t| t.view.threshold);
-    snap.outer_threshold = outer.as_ref().and_then(|t| t.view.threshold);
-    let first_module = params.first().map(|p| p.module.as_str());
-    for p in params {
-        let shape = p.var.as_tensor().dims2()?;
-        let mut entry = ModuleImportance {
-            module: p.module.clone(),
-            layer: 0,
-            kind: String::new(),
-            factor: match p.factor {
-                LoraFactor::A => crate::report::LoraFactor::A,
-                LoraFactor::B => crate::report::LoraFactor::B,
-            },
-            shape: [shape.0, shape.1],
-            inner: None,
-            outer: None,
-        };
-        for (kind, tracker) in [(ScoreKind::Inner, &inner), (ScoreKind::Outer, &outer)] {
-            let Some(TrackerScores { view, scores }) = tracker else {
-                continue;
-            };
-            let Some((_, values)) = scores.iter().find(|(n, _)| *n == p.name) else {
-                continue;
-            };
-            if let Some(m) = view.modules.iter().find(|m| m.name == p.name) {
-                entry.layer = m.layer.unwrap_or(0);
-                // `q_proj.A` -> `q_proj`: the factor has its own field.
-                entry.kind = m
-                    .kind
-                    .rsplit_once('.')
-                    .map_or_else(|| m.kind.clone(), |(k, _)| k.to_string());
-            }
-            let summary = ScoreSummary::of(&p.name, values, view.threshold)?;
-            match kind {
-                ScoreKind::Inner => entry.inner = Some(summary),
-                ScoreKind::Outer => entry.outer = Some(summary),
-            }
-            if Some(p.module.as_str()) == first_module {
-                snap.maps.push(ImportanceMap {
-                    module: p.module.clone(),
-                    factor: entry.factor,
-                    score: kind,
-                    grid: downsample_mean(
-                        &p.name,
-                        values,
-                        entry.shape,
-                        [DEFAULT_MAP_SIDE, DEFAULT_MAP_SIDE],
-                    )?,
-                });
-            }
-        }
-        snap.modules.push(entry);
-    }
-    Ok(snap)
+    crate::session::importance_snapshot(
+        st.index,
+        Some(st.round + 1),
+        st.step,
+        st,
+        s.learner().params(),
+        s.config().kif.quantile,
+    )
 }
 
 /// `important / count` of a summary (0 when no threshold was given).
@@ -325,4 +249,77 @@ pub fn element_maps(snap: &ImportanceSnapshot) -> Html {
     }
     html.push_str("</div>");
     Html(html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::StepRecord;
+
+    fn report(phase: StepPhase, first_step: usize, losses: &[f64]) -> StepsReport {
+        StepsReport {
+            phase: phase.name().into(),
+            task: 2,
+            first_step,
+            records: losses
+                .iter()
+                .map(|&loss| StepRecord {
+                    loss,
+                    lr: 1e-3,
+                    grad_norm: 1.0,
+                })
+                .collect(),
+            importance: ImportanceView {
+                updates: 0,
+                threshold: None,
+                modules: Vec::new(),
+            },
+        }
+    }
+
+    /// The run's log holds inner steps at their task step and outer steps at the inner step
+    /// they follow; the steps display draws the same events.
+    #[test]
+    fn steps_become_the_events_the_run_logs() {
+        let inner = steps_log(&report(StepPhase::Inner, 5, &[2.0, 1.5]));
+        let logged: Vec<(usize, usize, f64)> = inner
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step(s) => Some((s.task, s.step, s.loss)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(logged, vec![(2, 5, 2.0), (2, 6, 1.5)]);
+
+        let outer = steps_log(&report(StepPhase::Outer, 6, &[0.5, 0.25, 0.125]));
+        let logged: Vec<(usize, usize, usize, f64)> = outer
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::OuterStep(s) => Some((s.task, s.step, s.outer_step, s.loss)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            logged,
+            vec![(2, 6, 1, 0.5), (2, 6, 2, 0.25), (2, 6, 3, 0.125)]
+        );
+        // Drawn as the viewer's replay-loss markers, not as the training loss.
+        let curves = training_curves(&outer).to_json();
+        let y_of = |name: &str| {
+            curves["data"]
+                .as_array()
+                .and_then(|d| d.iter().find(|t| t["name"] == name))
+                .map(|t| t["y"].clone())
+        };
+        assert_eq!(
+            y_of("replay loss (outer steps)"),
+            Some(serde_json::json!([0.5, 0.25, 0.125]))
+        );
+        assert_eq!(
+            y_of("training loss (inner steps)"),
+            Some(serde_json::json!([]))
+        );
+    }
 }

@@ -12,7 +12,9 @@ use crate::session::Session;
 use crate::{Error, Result};
 
 /// The quick preset with notebook budgets: `method` on `model`, `train` examples per task,
-/// `epochs`, `eval` test examples per task, answers of at most 4 tokens.
+/// `epochs`, `eval` test examples per task, answers of at most 4 tokens, on the embedded
+/// default benchmark (`data.dir` set to it, so that `RKIF_DATA_DIR`, which notebook 05 reads
+/// for the real benchmark, does not change notebooks 01-04).
 pub fn notebook_config(
     method: Method,
     model: &ModelSource,
@@ -23,6 +25,7 @@ pub fn notebook_config(
     let mut c = RunConfig::preset("quick").unwrap_or_default();
     c.method = method;
     c.model.source = model.clone();
+    c.data.dir = Some(crate::session::default_benchmark_dir());
     c.data.max_train_per_task = Some(train);
     c.optim.epochs = epochs;
     c.eval.max_examples_per_task = Some(eval);
@@ -289,5 +292,10 @@ mod tests {
         assert_eq!(c.optim.epochs, 3);
         assert_eq!(c.eval.max_examples_per_task, Some(5));
         assert_eq!(c.eval.max_new_tokens, 4);
+        assert_eq!(
+            c.data.dir,
+            Some(crate::session::default_benchmark_dir()),
+            "the embedded benchmark, whatever RKIF_DATA_DIR says"
+        );
     }
 }

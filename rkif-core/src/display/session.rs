@@ -83,6 +83,65 @@ impl TaskSummary {
     }
 }
 
+/// The session's tasks in training order, one row each: index, name, task type, the allowed
+/// answers, examples per split (training examples after `data.max_train_per_task`; test
+/// examples as loaded, before `eval.max_examples_per_task` picks from them) and one training
+/// record.
+pub fn tasks(s: &Session) -> Html {
+    let rows: Vec<Vec<String>> = s
+        .tasks()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let labels = t
+                .info
+                .labels
+                .as_ref()
+                .map_or_else(|| "(free text)".to_string(), |l| l.join(", "));
+            let sample = t
+                .train
+                .first()
+                .map_or_else(String::new, |e| format!("{} → {}", e.input, e.output));
+            vec![
+                i.to_string(),
+                format!(
+                    "<span data-task=\"{}\">{}</span>",
+                    escape(t.name()),
+                    escape(t.name())
+                ),
+                escape(&t.info.kind),
+                left(&escape(&labels)),
+                t.train.len().to_string(),
+                t.dev.len().to_string(),
+                t.test.len().to_string(),
+                left(&escape(&sample)),
+            ]
+        })
+        .collect();
+    Html(format!(
+        "<div data-rkif=\"tasks\">{}{}</div>",
+        heading(&format!(
+            "{} tasks, in training order ({})",
+            rows.len(),
+            s.order_name()
+        )),
+        table(
+            "tasks",
+            &[
+                "#",
+                "task",
+                "type",
+                "answers",
+                "train",
+                "dev",
+                "test",
+                "a training record"
+            ],
+            &rows
+        )
+    ))
+}
+
 /// The run so far: method, model, task order, progress and the matrix.
 pub fn session_summary(s: &Session) -> Html {
     let c = s.config();

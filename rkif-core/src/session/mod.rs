@@ -55,6 +55,8 @@ use crate::{Error, Result};
 pub use evaluate::{evaluate_adapter, run_config, run_of_adapter, AdapterEvaluation, TaskScore};
 #[doc(hidden)]
 pub use guard::Fault;
+#[cfg(feature = "evcxr")]
+pub(crate) use run::importance_snapshot;
 pub use run::RunWriter;
 pub use state::TaskState;
 pub use values::{

@@ -271,7 +271,7 @@ impl RunWriter {
         if round != 1 && round % ROUND_SNAPSHOT_EVERY != 0 {
             return Ok(());
         }
-        let snap = snapshot(task, Some(round), step, state, params, q)?;
+        let snap = importance_snapshot(task, Some(round), step, state, params, q)?;
         self.dir.save_importance(&snap)?;
         Ok(())
     }
@@ -286,15 +286,17 @@ impl RunWriter {
         q: f64,
     ) -> Result<()> {
         let Some(st) = state else { return Ok(()) };
-        let snap = snapshot(task, None, step, st, params, q)?;
+        let snap = importance_snapshot(task, None, step, st, params, q)?;
         self.dir.save_importance(&snap)?;
         Ok(())
     }
 }
 
-/// Score statistics of both trackers per LoRA matrix, and down-sampled maps of the first
-/// adapted module's matrices.
-fn snapshot(
+/// Score statistics of both trackers of `st` per LoRA matrix (the count above each tracker's
+/// global `q` quantile among them), and block-mean maps (at most [`DEFAULT_MAP_SIDE`] square)
+/// of the first adapted module's `r x in` and `out x r` matrices. A tracker without updates
+/// contributes no statistics. The run folder stores these; notebooks display them.
+pub(crate) fn importance_snapshot(
     task: usize,
     round: Option<usize>,
     step: usize,
