@@ -3,16 +3,16 @@
 //! Four tasks over one shared vocabulary, in the layout of the real benchmark
 //! (`kif/{train,dev,test}/<task>.json`, `configs/kif_tasks.json`, `configs/task_orders.json`):
 //!
-//! | task | kind | question | labels |
+//! | task | kind | question asks for | labels |
 //! |---|---|---|---|
-//! | `topic` | topic classification | what the sentence is about | sport, food, music, travel |
-//! | `sentiment` | sentiment | whether the sentence is positive (negation flips it) | good, bad |
-//! | `place` | location | where it happened | home, park, school, city |
-//! | `time` | temporal attribute | when it happened | morning, noon, evening, night |
+//! | `topic` | topic classification | the topic | sport, food, music, travel |
+//! | `sentiment` | sentiment | the mood (two adjectives of one polarity) | good, bad |
+//! | `place` | location | the place | home, park, school, city |
+//! | `time` | temporal attribute | the time of day | morning, noon, evening, night |
 //!
 //! Every task reads the same kind of sentence (a person, topic nouns, two adjectives of one
-//! polarity, two words of a place, two words of a time of day), so the tasks differ only in the question asked and the
-//! label words answered: a small model that learns them one after another without memory
+//! polarity, two words of a place, two words of a time of day), so the tasks differ only in the
+//! question asked and the label words answered: a small model that learns them one after another without memory
 //! overwrites the mapping of earlier questions, which is the forgetting continual learning is
 //! about. Labels are balanced within each split.
 //!
@@ -21,11 +21,13 @@
 //! steps to learn to fetch a single word (measured: a person's name, said once or twice, a
 //! negated adjective and a sentence-pair comparison stayed at or near chance after 3000-4000
 //! steps, and LoRA fine-tuning could not teach them). So there is no negation, no sentence-pair
-//! task and no "who" task here.
+//! task and no "who" task here. Each question names the attribute by the word the pretraining
+//! text uses for it (`topic`, `mood`, `place`, `time`): with "Where did it happen?" LoRA
+//! learnt the place task to 34-54% only (three trials), with the attribute named to 100%.
 //!
-//! [`pretraining_corpus`] draws documents of the same language for pretraining the embedded
+//! [`pretraining_corpus`] and [`knowledge_corpus`] draw documents of the same language for pretraining the embedded
 //! base model, from a separate seed: sentences followed by plain statements of their
-//! attributes ("so the subject was music , the place was park ..."), the world knowledge a
+//! attributes ("so topic music , place park , mood good , time night ."), the world knowledge a
 //! pretrained model brings. The task questions, the Alpaca template and the benchmark records
 //! are never in it; fine-tuning has to map each question to the right attribute.
 
@@ -137,17 +139,17 @@ pub fn task_spec(task: &str) -> Option<TaskSpec> {
         ),
         "sentiment" => (
             "SC",
-            "What is the sentiment of the following sentence?",
+            "What is the mood of the following sentence?",
             vec!["good", "bad"],
         ),
         "place" => (
             "LOC",
-            "Where did it happen?",
+            "Which place does the following sentence describe?",
             PLACES.iter().map(|p| p.0).collect(),
         ),
         "time" => (
             "TIME",
-            "When did it happen?",
+            "Which time of day does the following sentence describe?",
             TIMES.iter().map(|t| t.0).collect(),
         ),
         _ => return None,
@@ -312,23 +314,30 @@ pub fn generate(seed: u64) -> Vec<(String, String)> {
     files
 }
 
-/// A sentence of the benchmark's language followed by statements of its attributes, in a
-/// shuffled order: `"<sentence> so the subject was music , the place was park , overall it
-/// was good , the time was night ."`.
+/// A sentence of the benchmark's language followed by its attributes as key-value pairs, in a
+/// shuffled order: `"<sentence> so topic music , place park , mood good , time night ."`.
+///
+/// The key comes right before its value, so the model predicts the value at the key's own
+/// position, whose embedding already says which attribute is asked: one attention layer that
+/// looks for words of that attribute suffices. With "the place was park" the prediction at
+/// `was` first needs another layer to carry `place` forward; measured on the same model and
+/// budget, that two-step circuit formed late and at a seed-dependent step (sentiment and place
+/// at chance after 3000 pretraining steps), while the keyed statements were all learnt
+/// within 1500.
 fn knowledge_document(rng: &mut ChaCha8Rng) -> String {
     let s = sentence(rng, Attributes::default());
     let mut facts = [
-        format!("the subject was {}", TOPICS[s.topic].0),
-        format!("the place was {}", PLACES[s.place].0),
-        format!("overall it was {}", if s.positive { "good" } else { "bad" }),
-        format!("the time was {}", TIMES[s.time].0),
+        format!("topic {}", TOPICS[s.topic].0),
+        format!("place {}", PLACES[s.place].0),
+        format!("mood {}", if s.positive { "good" } else { "bad" }),
+        format!("time {}", TIMES[s.time].0),
     ];
     facts.shuffle(rng);
     format!("{} so {} .", s.text, facts.join(" , "))
 }
 
 /// Words of the knowledge statements (see [`knowledge_document`]).
-const KNOWLEDGE_WORDS: &str = "so the subject was place overall it time good bad";
+const KNOWLEDGE_WORDS: &str = "so topic place mood time good bad";
 
 /// `n` plain sentences of the benchmark's language, for pretraining the base model. Drawn from
 /// their own seed, so no benchmark record is reproduced on purpose.
@@ -502,12 +511,12 @@ mod tests {
     fn knowledge_documents_state_the_attributes_of_their_sentence() {
         for doc in knowledge_corpus(9, 50) {
             let (sentence, facts) = doc.split_once(" so ").unwrap();
-            let place = facts.split("the place was ").nth(1).unwrap();
+            let place = facts.split("place ").nth(1).unwrap();
             let place = place.split_whitespace().next().unwrap();
             let words = &PLACES.iter().find(|p| p.0 == place).unwrap().1;
             let said = sentence.split_whitespace().filter(|w| words.contains(w));
             assert_eq!(said.count(), 2, "{doc}");
-            for fact in ["the subject was", "overall it was", "the time was"] {
+            for fact in ["topic ", "mood ", "time "] {
                 assert!(facts.contains(fact), "{doc}");
             }
         }
