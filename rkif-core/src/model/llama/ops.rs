@@ -12,6 +12,10 @@ use candle_core::{DType, Device, Tensor, D};
 /// Shapes: `x` `[..., h]`, `weight` `[h]`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     let dtype = x.dtype();
+    if dtype == DType::F32 && weight.dtype() == DType::F32 {
+        // One graph node with a closed-form backward (the same rounding forward).
+        return crate::model::norm::rms_norm(x, weight, eps);
+    }
     let x32 = x.to_dtype(DType::F32)?;
     let inv_rms = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
         .sqrt()?
@@ -56,12 +60,10 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
-/// Softmax over the last dimension. The row maximum is subtracted for stability; it is
-/// detached because the result does not depend on it.
+/// Softmax over the last dimension: one graph node with PyTorch's backward (see
+/// [`crate::model::softmax`]).
 pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    crate::model::softmax::softmax_last_dim(x)
 }
 
 /// Log-softmax over the last dimension, `x - max - log(sum(exp(x - max)))`.
