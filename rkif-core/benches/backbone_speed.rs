@@ -15,12 +15,15 @@
 //! - `generate`: greedy decoding of exactly 8 new tokens after a 100-token prompt (batch 1,
 //!   KV cache), for the t5-small and SmolLM2 shapes;
 //! - `peak`: a 2048 x 2048 f32 matmul through candle, the machine's matmul peak that the
-//!   steps' FLOP rates are stated against.
+//!   steps' FLOP rates are stated against (at least 5 runs).
 //!
 //! Each measurement is the median of `reps` runs after `warmup` untimed ones. The thread count
 //! is candle's (`RAYON_NUM_THREADS`). Every measurement prints a `RESULT {json}` line (the
 //! fields of the anchor's, so `scripts/bench-side-by-side.sh` can pair them), and a markdown
-//! table closes the run.
+//! table closes the run. Besides wall time, each run's CPU time (user + system, all threads)
+//! is recorded: on a machine shared with other jobs, wall time measures the load as much as
+//! the code, CPU time much less. The training steps also report the median time of their
+//! forward pass, backward pass and optimiser update.
 //!
 //! The FLOP counts are the matmul work a step needs, counted from the shapes: the forward
 //! pass, the input gradients (none into the frozen embeddings), the LoRA factors' gradients,
@@ -255,7 +258,13 @@ enum Model {
 }
 
 /// Token ids uniform in `low..vocab`, `[rows, cols]` u32.
-fn random_ids(rng: &mut ChaCha8Rng, rows: usize, cols: usize, low: u32, vocab: usize) -> Result<Tensor> {
+fn random_ids(
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    cols: usize,
+    low: u32,
+    vocab: usize,
+) -> Result<Tensor> {
     let ids: Vec<u32> = (0..rows * cols)
         .map(|_| rng.random_range(low..vocab as u32))
         .collect();
@@ -313,7 +322,12 @@ fn build(shape: &Shape, how: Build) -> Result<(Model, Vec<(String, Var)>)> {
             // No EOS: generation always produces exactly the tokens asked for.
             config.eos_token_ids.clear();
             let lora = lora_config(&["q_proj", "v_proj"]);
-            let model = Llama::new(config, &weights, (how == Build::Lora).then_some(&lora), &rng)?;
+            let model = Llama::new(
+                config,
+                &weights,
+                (how == Build::Lora).then_some(&lora),
+                &rng,
+            )?;
             let ids = random_ids(&mut data_rng, s.batch, s.seq_len, 3, s.vocab)?;
             // Labels: -100 but on the last `loss_last` positions, which carry their own ids.
             let id_rows = ids.to_dtype(DType::I64)?.to_vec2::<i64>()?;
@@ -587,18 +601,26 @@ fn parse_options() -> Result<Options> {
             other => {
                 return Err(Error::config(
                     "arguments",
-                    format!("unknown argument {other:?} (--config, --mode, --warmup, --reps, --full-reps)"),
+                    format!(
+                    "unknown argument {other:?} (--config, --mode, --warmup, --reps, --full-reps)"
+                ),
                 ))
             }
         }
     }
     let known: Vec<&str> = shapes().iter().map(|(n, _)| *n).collect();
     if let Some(bad) = o.configs.iter().find(|c| !known.contains(&c.as_str())) {
-        return Err(Error::config("--config", format!("{bad:?} is not one of {known:?}")));
+        return Err(Error::config(
+            "--config",
+            format!("{bad:?} is not one of {known:?}"),
+        ));
     }
     let modes = ["peak", "lora", "full", "generate"];
     if let Some(bad) = o.modes.iter().find(|m| !modes.contains(&m.as_str())) {
-        return Err(Error::config("--mode", format!("{bad:?} is not one of {modes:?}")));
+        return Err(Error::config(
+            "--mode",
+            format!("{bad:?} is not one of {modes:?}"),
+        ));
     }
     Ok(o)
 }
@@ -621,7 +643,12 @@ struct Measurement {
     extra: serde_json::Value,
 }
 
-fn report(m: &Measurement, threads: usize, load_start: f64, peak: Option<f64>) -> serde_json::Value {
+fn report(
+    m: &Measurement,
+    threads: usize,
+    load_start: f64,
+    peak: Option<f64>,
+) -> serde_json::Value {
     let med = median(&m.times);
     let mut r = json!({
         "impl": "rkif",
@@ -634,7 +661,11 @@ fn report(m: &Measurement, threads: usize, load_start: f64, peak: Option<f64>) -
         "median_s": (med * 1e4).round() / 1e4,
     });
     if !m.cpu.is_empty() {
-        r["cpu_median_s"] = json!((median(&m.cpu) * 1e3).round() / 1e3);
+        let cpu = median(&m.cpu);
+        r["cpu_median_s"] = json!((cpu * 1e3).round() / 1e3);
+        if let Some(flops) = m.flops.filter(|_| cpu > 0.0) {
+            r["gflops_per_cpu_s"] = json!((flops / cpu / 1e7).round() / 100.0);
+        }
     }
     if let Some(flops) = m.flops {
         let rate = flops / med;
@@ -656,8 +687,8 @@ fn main() -> Result<()> {
     let o = parse_options()?;
     let threads = candle_core::utils::get_num_threads();
     println!(
-        "backbone_speed: candle {}, {threads} thread(s) (RAYON_NUM_THREADS), f32 on CPU, warm-up {}, median of {} ({} for full fine-tuning)",
-        "0.11.1", o.warmup, o.reps, o.full_reps
+        "backbone_speed: {threads} thread(s) (RAYON_NUM_THREADS), f32 on CPU, warm-up {}, median of {} ({} for full fine-tuning)",
+        o.warmup, o.reps, o.full_reps
     );
     let mut rows: Vec<serde_json::Value> = Vec::new();
     let mut peak: Option<f64> = None;
@@ -676,7 +707,8 @@ fn main() -> Result<()> {
             Ok(Tensor::from_vec(v, (n, n), &Device::Cpu)?)
         };
         let (a, b) = (square()?, square()?);
-        let (times, cpu) = time_runs(o.warmup.max(1), o.reps, || {
+        // At least 5 runs: the CPU clock ticks in 10 ms, and one product takes ~0.3 s.
+        let (times, cpu) = time_runs(o.warmup.max(1), o.reps.max(5), || {
             a.matmul(&b)?;
             Ok(())
         })?;
