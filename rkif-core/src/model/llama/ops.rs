@@ -1,8 +1,9 @@
 //! Differentiable building blocks of the LLaMA forward pass.
 //!
 //! candle's fused RMS-norm, softmax and rotary kernels have no backward pass, so gradients
-//! would silently stop at them. Everything here is composed of elementary ops that do
-//! backpropagate.
+//! would silently stop at them. Everything here backpropagates: composed of elementary ops,
+//! or (RMS norm, softmax, RoPE) computed from elementary ops on a detached input and attached
+//! to the graph as one custom op with its backward written out, which keeps the graph small.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, D};
