@@ -15,24 +15,28 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
     let (out_dim, in_dim) = weight.dims2()?;
     let dims = x.dims();
-    let lead: Vec<usize> = dims[..dims.len().saturating_sub(1)].to_vec();
+    let lead = &dims[..dims.len().saturating_sub(1)];
     let rows: usize = lead.iter().product();
-    let x2 = x.reshape((rows, in_dim))?;
-    // The product itself, computed on detached inputs so the graph records nothing.
-    let y = x2.detach().matmul(&weight.t()?)?.contiguous()?;
-    let y = if x.track_op() {
-        x2.apply_op2(
+    let mut out_shape = lead.to_vec();
+    out_shape.push(out_dim);
+    // The product itself, as one 2-D matmul on detached inputs so the graph records nothing.
+    let y = x
+        .detach()
+        .reshape((rows, in_dim))?
+        .matmul(&weight.t()?)?
+        .reshape(out_shape)?;
+    if x.track_op() {
+        // One graph node from `x` to the result: reshapes around it would each cost the
+        // backward pass a zero-filled gradient buffer and an addition of their size.
+        x.apply_op2(
             &y,
             InputGradOnly {
                 weight: weight.detach(),
             },
-        )?
+        )
     } else {
-        y
-    };
-    let mut out_shape = lead;
-    out_shape.push(out_dim);
-    y.reshape(out_shape)
+        Ok(y)
+    }
 }
 
 /// The custom op: forward hands back the precomputed product, backward maps `dy` to `dy W`.
@@ -85,8 +89,18 @@ impl CustomOp2 for InputGradOnly {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        // grad_res: [rows, out]; weight: [out, in] -> [rows, in].
-        Ok((Some(grad_res.matmul(&self.weight)?), None))
+        // grad_res: [..., out]; weight: [out, in] -> [..., in], through one 2-D matmul.
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let rows = grad_res.elem_count() / out_dim.max(1);
+        let mut in_shape = grad_res.dims().to_vec();
+        if let Some(last) = in_shape.last_mut() {
+            *last = in_dim;
+        }
+        let grad_x = grad_res
+            .reshape((rows, out_dim))?
+            .matmul(&self.weight)?
+            .reshape(in_shape)?;
+        Ok((Some(grad_x), None))
     }
 }
 

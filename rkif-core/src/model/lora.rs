@@ -189,11 +189,13 @@ impl LoraLinear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
-        // Two thin 2-D matmuls: [rows, in] x [in, r] x [r, out].
+        // Two thin 2-D matmuls: [rows, in] x [in, r] x [r, out]. The scale multiplies the
+        // small factor B rather than the [rows, out] product (exact for the usual
+        // power-of-two alpha / r, and one activation-sized graph node fewer).
         let low = x_in
             .reshape((rows, in_dim))?
             .matmul(&ad.a.as_tensor().t()?)?;
-        let up = (low.matmul(&ad.b.as_tensor().t()?)? * ad.scale)?;
+        let up = low.matmul(&(ad.b.as_tensor() * ad.scale)?.t()?)?;
         let up = up.reshape(y.shape())?;
         y + up
     }

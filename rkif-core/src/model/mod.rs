@@ -9,6 +9,8 @@ pub mod frozen;
 pub mod gguf;
 pub mod llama;
 pub mod lora;
+pub(crate) mod norm;
+pub(crate) mod softmax;
 pub mod t5;
 pub(crate) mod tensor_file;
 pub mod tokenizer;

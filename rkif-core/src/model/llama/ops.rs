@@ -1,10 +1,12 @@
 //! Differentiable building blocks of the LLaMA forward pass.
 //!
 //! candle's fused RMS-norm, softmax and rotary kernels have no backward pass, so gradients
-//! would silently stop at them. Everything here is composed of elementary ops that do
-//! backpropagate.
+//! would silently stop at them. Everything here backpropagates: composed of elementary ops,
+//! or (RMS norm, softmax, RoPE) computed from elementary ops on a detached input and attached
+//! to the graph as one custom op with its backward written out, which keeps the graph small.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, D};
 
 /// RMS norm over the last dimension: `w * x / sqrt(mean(x^2) + eps)`, computed in f32 as
 /// Hugging Face does.
@@ -12,6 +14,10 @@ use candle_core::{DType, Device, Tensor, D};
 /// Shapes: `x` `[..., h]`, `weight` `[h]`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     let dtype = x.dtype();
+    if dtype == DType::F32 && weight.dtype() == DType::F32 {
+        // One graph node with a closed-form backward (the same rounding forward).
+        return crate::model::norm::rms_norm(x, weight, eps);
+    }
     let x32 = x.to_dtype(DType::F32)?;
     let inv_rms = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
         .sqrt()?
@@ -49,19 +55,99 @@ pub fn rope_tables(
 ///
 /// Shapes: `x` `[b, heads, t, d]`, `cos`/`sin` `[b, 1, t, d]`.
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let xd = x.detach();
+    let y = (xd.broadcast_mul(cos)? + rotate_half(&xd)?.broadcast_mul(sin)?)?;
+    if x.track_op() {
+        // One graph node instead of seven activation-sized ones (narrows, negation,
+        // concatenation, products, sum), each of which would cost the backward pass a
+        // zero-filled gradient buffer and an addition.
+        x.apply_op2(
+            &y.contiguous()?,
+            RopeBackward {
+                cos: cos.detach(),
+                sin: sin.detach(),
+            },
+        )
+    } else {
+        Ok(y)
+    }
+}
+
+/// `cat(-x2, x1)` over the halves of the last dimension.
+fn rotate_half(x: &Tensor) -> candle_core::Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d - d / 2)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
 }
 
-/// Softmax over the last dimension. The row maximum is subtracted for stability; it is
-/// detached because the result does not depend on it.
+/// Forward hands back the precomputed rotation; backward is its transpose:
+/// `dx = g cos + cat(s2, -s1)` with `s = g sin` split into halves (`rotate_half`'s transpose).
+struct RopeBackward {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+fn check_contiguous(layout: &Layout) -> candle_core::Result<()> {
+    if layout.is_contiguous() && layout.start_offset() == 0 {
+        Ok(())
+    } else {
+        Err(candle_core::Error::Msg(
+            "rope: precomputed rotation must be contiguous".into(),
+        ))
+    }
+}
+
+impl CustomOp2 for RopeBackward {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _x: &CpuStorage,
+        _x_layout: &Layout,
+        y: &CpuStorage,
+        y_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        check_contiguous(y_layout)?;
+        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _x: &candle_core::CudaStorage,
+        _x_layout: &Layout,
+        y: &candle_core::CudaStorage,
+        y_layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        check_contiguous(y_layout)?;
+        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = grad_res.dim(D::Minus1)?;
+        let half = d / 2;
+        let s = grad_res.broadcast_mul(&self.sin)?;
+        let s1 = s.narrow(D::Minus1, 0, half)?;
+        let s2 = s.narrow(D::Minus1, half, d - half)?;
+        let grad =
+            (grad_res.broadcast_mul(&self.cos)? + Tensor::cat(&[&s2, &s1.neg()?], D::Minus1)?)?;
+        Ok((Some(grad), None))
+    }
+}
+
+/// Softmax over the last dimension: one graph node with PyTorch's backward (see
+/// [`crate::model::softmax`]).
 pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    crate::model::softmax::softmax_last_dim(x)
 }
 
 /// Log-softmax over the last dimension, `x - max - log(sum(exp(x - max)))`.
@@ -147,6 +233,30 @@ mod tests {
         // rms = sqrt((9 + 16) / 2)
         let rms = 12.5f32.sqrt();
         assert!((y[0][0] - 3.0 / rms).abs() < 1e-6 && (y[0][1] - 8.0 / rms).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn rope_gradient_matches_autograd_of_the_composed_form() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let pos = Tensor::new(&[[0u32, 1, 5], [2, 3, 4]], &dev)?;
+        let (cos, sin) = rope_tables(&pos, 6, 10_000.0, DType::F32)?;
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 2, 3, 6), &dev)?)?;
+        let probe = Tensor::randn(0f32, 1.0, (2, 2, 3, 6), &dev)?;
+        let ours = apply_rope(x.as_tensor(), &cos, &sin)?;
+        let composed = (x.as_tensor().broadcast_mul(&cos)?
+            + rotate_half(x.as_tensor())?.broadcast_mul(&sin)?)?;
+        let d = (&ours - &composed)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(d, 0.0, "forward differs by {d}");
+        let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
+        let g_ref = (&composed * &probe)?.sum_all()?.backward()?;
+        let (a, b) = match (g_ours.get(x.as_tensor()), g_ref.get(x.as_tensor())) {
+            (Some(a), Some(b)) => (a.clone(), b.clone()),
+            _ => panic!("no gradient reached x"),
+        };
+        let d = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-6, "gradient differs by {d}");
+        assert!(a.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
         Ok(())
     }
 

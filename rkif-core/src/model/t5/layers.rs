@@ -1,6 +1,6 @@
 //! The building blocks of a T5 block: the RMS-style layer norm, multi-head attention and the
 //! feed-forward network. Everything here is differentiable: no fused candle kernel that
-//! lacks a backward pass (the softmax has its own, see `softmax.rs`), so gradients reach
+//! lacks a backward pass (the softmax has its own, see `model/softmax.rs`), so gradients reach
 //! every LoRA factor.
 //!
 //! The residual stream is kept in f32 whatever the weight dtype (f64 for f64 weights): a
@@ -10,7 +10,8 @@
 use candle_core::{DType, Tensor, D};
 
 use super::config::Activation;
-use super::softmax::softmax_last_dim;
+use crate::model::norm::{fused_dtype, rms_norm};
+use crate::model::softmax::softmax_last_dim;
 use crate::model::LoraLinear;
 
 /// The dtype of the residual stream, norms, attention scores and logits for weights of
@@ -41,6 +42,9 @@ impl RmsNorm {
 
     /// `x` `[..., d_model]` -> the same shape, both in the stream dtype.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if fused_dtype(x.dtype()) && x.dtype() == self.weight.dtype() {
+            return rms_norm(x, &self.weight, self.eps);
+        }
         let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
         // x * (1 / sqrt(var + eps)), rounded as PyTorch's rsqrt-then-multiply.
         let normed = x.broadcast_mul(&(variance + self.eps)?.sqrt()?.recip()?)?;

@@ -15,7 +15,6 @@ pub mod generate;
 pub mod layers;
 pub mod loss;
 pub mod position;
-mod softmax;
 pub mod stack;
 
 use std::path::Path;

@@ -41,7 +41,7 @@ fn check_contiguous(layout: &Layout) -> candle_core::Result<()> {
 
 impl CustomOp2 for SoftmaxBackward {
     fn name(&self) -> &'static str {
-        "t5-softmax"
+        "softmax"
     }
 
     fn cpu_fwd(
