@@ -1,4 +1,6 @@
 // Loads the viewer (wasm-bindgen output) and starts it; a failure is shown as text.
+// plotly.js loads on its own (index.html, async): the viewer fetches and reads the runs
+// meanwhile and waits for plotly only to draw.
 import init, { start } from './rkif_viewer.js';
 
 function fail(error) {
@@ -9,9 +11,26 @@ function fail(error) {
   document.getElementById('status').setAttribute('data-ready', 'error');
 }
 
+// Settles when plotly.min.js has run (window.Plotly set) or failed to. The page's load
+// event waits for async scripts, so it settles this even when the script failed before
+// this module ran.
+function plotlyLoaded() {
+  return new Promise((ok, no) => {
+    const settle = () => (window.Plotly ? ok() : no(new Error('plotly.min.js could not be loaded')));
+    if (window.Plotly || document.readyState === 'complete') {
+      settle();
+      return;
+    }
+    const script = document.getElementById('plotly');
+    script.addEventListener('load', settle);
+    script.addEventListener('error', settle);
+    window.addEventListener('load', settle);
+  });
+}
+
 try {
   await init({ module_or_path: './rkif_viewer_bg.wasm' });
-  await start();
+  await start(plotlyLoaded());
 } catch (error) {
   fail(error);
 }
