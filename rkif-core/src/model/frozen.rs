@@ -44,16 +44,6 @@ struct InputGradOnly {
     weight: Tensor,
 }
 
-fn contiguous_from_start(layout: &Layout) -> candle_core::Result<()> {
-    if layout.is_contiguous() && layout.start_offset() == 0 {
-        Ok(())
-    } else {
-        Err(candle_core::Error::Msg(
-            "frozen_linear: precomputed product must be contiguous".into(),
-        ))
-    }
-}
-
 impl CustomOp2 for InputGradOnly {
     fn name(&self) -> &'static str {
         "frozen-linear"
@@ -66,7 +56,7 @@ impl CustomOp2 for InputGradOnly {
         y: &CpuStorage,
         y_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        contiguous_from_start(y_layout)?;
+        crate::model::precomputed_is_contiguous("frozen_linear: precomputed product", y_layout)?;
         Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
     }
 
@@ -78,7 +68,7 @@ impl CustomOp2 for InputGradOnly {
         y: &candle_core::CudaStorage,
         y_layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        contiguous_from_start(y_layout)?;
+        crate::model::precomputed_is_contiguous("frozen_linear: precomputed product", y_layout)?;
         Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
     }
 

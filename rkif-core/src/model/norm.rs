@@ -51,16 +51,6 @@ struct RmsNormBackward {
     eps: f64,
 }
 
-fn check_contiguous(layout: &Layout) -> candle_core::Result<()> {
-    if layout.is_contiguous() && layout.start_offset() == 0 {
-        Ok(())
-    } else {
-        Err(candle_core::Error::Msg(
-            "rms_norm: precomputed result must be contiguous".into(),
-        ))
-    }
-}
-
 impl CustomOp3 for RmsNormBackward {
     fn name(&self) -> &'static str {
         "rms-norm"
@@ -75,7 +65,7 @@ impl CustomOp3 for RmsNormBackward {
         y: &CpuStorage,
         y_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        check_contiguous(y_layout)?;
+        crate::model::precomputed_is_contiguous("rms_norm: precomputed result", y_layout)?;
         Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
     }
 
@@ -89,7 +79,7 @@ impl CustomOp3 for RmsNormBackward {
         y: &candle_core::CudaStorage,
         y_layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        check_contiguous(y_layout)?;
+        crate::model::precomputed_is_contiguous("rms_norm: precomputed result", y_layout)?;
         Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
     }
 

@@ -29,16 +29,6 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
 /// Forward hands back the precomputed probabilities; backward maps `g` to `p (g - sum g p)`.
 struct SoftmaxBackward;
 
-fn check_contiguous(layout: &Layout) -> candle_core::Result<()> {
-    if layout.is_contiguous() && layout.start_offset() == 0 {
-        Ok(())
-    } else {
-        Err(candle_core::Error::Msg(
-            "softmax: precomputed probabilities must be contiguous".into(),
-        ))
-    }
-}
-
 impl CustomOp2 for SoftmaxBackward {
     fn name(&self) -> &'static str {
         "softmax"
@@ -51,7 +41,7 @@ impl CustomOp2 for SoftmaxBackward {
         p: &CpuStorage,
         p_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        check_contiguous(p_layout)?;
+        crate::model::precomputed_is_contiguous("softmax: precomputed probabilities", p_layout)?;
         Ok((p.try_clone(p_layout)?, p_layout.shape().clone()))
     }
 
@@ -63,7 +53,7 @@ impl CustomOp2 for SoftmaxBackward {
         p: &candle_core::CudaStorage,
         p_layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        check_contiguous(p_layout)?;
+        crate::model::precomputed_is_contiguous("softmax: precomputed probabilities", p_layout)?;
         Ok((p.try_clone(p_layout)?, p_layout.shape().clone()))
     }
 

@@ -88,16 +88,6 @@ struct RopeBackward {
     sin: Tensor,
 }
 
-fn check_contiguous(layout: &Layout) -> candle_core::Result<()> {
-    if layout.is_contiguous() && layout.start_offset() == 0 {
-        Ok(())
-    } else {
-        Err(candle_core::Error::Msg(
-            "rope: precomputed rotation must be contiguous".into(),
-        ))
-    }
-}
-
 impl CustomOp2 for RopeBackward {
     fn name(&self) -> &'static str {
         "rope"
@@ -110,7 +100,7 @@ impl CustomOp2 for RopeBackward {
         y: &CpuStorage,
         y_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        check_contiguous(y_layout)?;
+        crate::model::precomputed_is_contiguous("rope: precomputed rotation", y_layout)?;
         Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
     }
 
@@ -122,7 +112,7 @@ impl CustomOp2 for RopeBackward {
         y: &candle_core::CudaStorage,
         y_layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        check_contiguous(y_layout)?;
+        crate::model::precomputed_is_contiguous("rope: precomputed rotation", y_layout)?;
         Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
     }
 
