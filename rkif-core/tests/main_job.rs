@@ -4,13 +4,20 @@
 
 use std::process::Command;
 
-/// A metric of a finished run in percent (`metrics.json` stores fractions under `value`).
-fn metric(run: &std::path::Path, key: &str) -> f64 {
-    let path = run.join("metrics.json");
-    let text = std::fs::read_to_string(&path).expect("metrics.json");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("metrics.json parses");
-    let value = v[key]["value"].as_f64();
-    100.0 * value.unwrap_or_else(|| panic!("{} has no number `{key}.value`", path.display()))
+use rkif_core::eval::metrics::Metric;
+use rkif_core::report::metrics_file::MetricsFile;
+use rkif_core::report::run_dir::RunDir;
+
+/// A finished run's `metrics.json`, through the library's own reader.
+fn metrics(run: &std::path::Path) -> MetricsFile {
+    RunDir::open(run)
+        .and_then(|r| r.load_metrics())
+        .unwrap_or_else(|e| panic!("{}: {e}", run.display()))
+}
+
+/// A metric's value in percent.
+fn percent(metric: &Metric) -> f64 {
+    100.0 * metric.value.expect("the metric has usable terms")
 }
 
 #[test]
@@ -34,16 +41,13 @@ fn the_default_run_shows_forgetting_and_recurrent_kif_keeping_the_old_tasks() {
     // `--out` defaults to `runs/` in the working directory, with the report beside the runs.
     let runs = dir.path().join("runs");
     assert!(runs.join("report").join("index.html").is_file());
-    let (seq, kif) = (runs.join("seq-lora"), runs.join("rkif"));
-    let (seq_bwt, kif_bwt) = (metric(&seq, "bwt"), metric(&kif, "bwt"));
-    let (seq_op, kif_op) = (metric(&seq, "op"), metric(&kif, "op"));
+    let (seq, kif) = (metrics(&runs.join("seq-lora")), metrics(&runs.join("rkif")));
+    let (seq_bwt, kif_bwt) = (percent(&seq.bwt), percent(&kif.bwt));
+    let (seq_op, kif_op) = (percent(&seq.op), percent(&kif.op));
     // Measured: SeqLoRA OP 24.6 / BWT -100, Recurrent-KIF 74.2 / -33.8 (README). The bounds
     // leave room for other CPU kernels, not for losing the effect.
-    let matrix = std::fs::read_to_string(seq.join("metrics.json")).expect("metrics.json");
-    let matrix: serde_json::Value = serde_json::from_str(&matrix).expect("parses");
-    let rows = matrix["accuracy"].as_array().expect("accuracy rows");
-    for (i, row) in rows.iter().enumerate() {
-        let learned = row[i].as_f64().expect("diagonal cell");
+    for (i, row) in seq.accuracy.iter().enumerate() {
+        let learned = row.get(i).copied().flatten().expect("diagonal cell");
         assert!(learned >= 0.8, "SeqLoRA should learn task {i}: {learned}");
     }
     assert!(seq_bwt < -50.0, "SeqLoRA should forget: BWT {seq_bwt}");
