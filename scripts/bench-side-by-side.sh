@@ -18,12 +18,15 @@
 #   BENCH_CONFIGS  configs ["t5_d256 t5_small smollm2_135m"]
 #   BENCH_WARMUP / BENCH_REPS / BENCH_FULL_REPS   untimed and timed repetitions of each
 #                  measurement, both sides [1 / 3 / 2] (the anchor's own default is 2 / 5)
-#   BENCH_MALLOC   tuned|default [tuned]. "tuned" sets glibc's MALLOC_MMAP_THRESHOLD_,
-#                  MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ for both sides, so that freed
-#                  activation buffers are reused rather than handed back to the kernel and
-#                  faulted in (zeroed) again on the next allocation; candle allocates a fresh
-#                  buffer for every op and gradient, so this halves rkif's CPU time on SmolLM2
-#                  (BENCHMARKS.md). "default" leaves glibc as it is.
+#   BENCH_MALLOC   shipped|tuned|default [shipped]. How glibc's malloc treats freed memory.
+#                  candle allocates a fresh buffer for every op and gradient; with glibc's
+#                  defaults large freed buffers go back to the kernel and are faulted in (zeroed)
+#                  again on the next allocation (BENCHMARKS.md, "The allocator").
+#                  "shipped": each side as it ships: rkif keeps freed memory itself
+#                  (`rkif_core::allocator`, called by the `rkif` binary and this bench), PyTorch
+#                  with glibc's defaults. "tuned": MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_
+#                  and MALLOC_TOP_PAD_ set for both sides (rkif then leaves them as they are).
+#                  "default": glibc's defaults on both sides (RKIF_MALLOC=default for rkif).
 #   BENCH_OUT      where the raw results go [target/bench-side-by-side]
 #   RKIF_PT_PYTHON python with torch, transformers and peft [/work/pt-anchor/bin/python]
 #   RKIF_PT_ANCHOR the anchor script [../shared/bench/pytorch_anchor.py]
@@ -44,12 +47,13 @@ anchor=${RKIF_PT_ANCHOR:-../shared/bench/pytorch_anchor.py}
 "$py" -c 'import torch, transformers, peft' 2>/dev/null ||
     { echo "$py lacks torch/transformers/peft (set RKIF_PT_PYTHON; see ../shared/bench/README.md)" >&2; exit 1; }
 
-case ${BENCH_MALLOC:-tuned} in
+case ${BENCH_MALLOC:=shipped} in
+    shipped) ;;
     tuned)
         export MALLOC_MMAP_THRESHOLD_=$((1 << 30)) MALLOC_TRIM_THRESHOLD_=$((1 << 34))
         export MALLOC_TOP_PAD_=$((1 << 29)) ;;
-    default) ;;
-    *) echo "BENCH_MALLOC must be tuned or default" >&2; exit 1 ;;
+    default) export RKIF_MALLOC=default ;;
+    *) echo "BENCH_MALLOC must be shipped, tuned or default" >&2; exit 1 ;;
 esac
 
 mkdir -p "$out"
@@ -113,7 +117,7 @@ pytorch() { # anchor NAME MODE; RESULT line to the results file
     grep -A1 '^name = "candle-core"' Cargo.lock | tr '\n' ' '; echo
     "$py" -c 'import sys, torch, transformers, peft; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'
     grep -m1 'model name' /proc/cpuinfo || true
-    echo "malloc: ${BENCH_MALLOC:-tuned}"
+    echo "malloc: $BENCH_MALLOC"
 } | tee "$out/machine.txt"
 
 for threads in $threads_list; do

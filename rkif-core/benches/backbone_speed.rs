@@ -688,10 +688,12 @@ fn report(
 }
 
 fn main() -> Result<()> {
+    // As the `rkif` binary does; RKIF_MALLOC=default or MALLOC_* variables leave glibc alone.
+    let allocator = rkif_core::allocator::keep_freed_memory();
     let o = parse_options()?;
     let threads = candle_core::utils::get_num_threads();
     println!(
-        "backbone_speed: {threads} thread(s) (RAYON_NUM_THREADS), f32 on CPU, warm-up {}, median of {} ({} for full fine-tuning)",
+        "backbone_speed: {threads} thread(s) (RAYON_NUM_THREADS), f32 on CPU, warm-up {}, median of {} ({} for full fine-tuning); {allocator}",
         o.warmup, o.reps, o.full_reps
     );
     let mut rows: Vec<serde_json::Value> = Vec::new();

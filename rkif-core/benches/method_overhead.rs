@@ -67,6 +67,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    rkif_core::allocator::keep_freed_memory(); // as `rkif run` does
     let mut base = RunConfig::preset("quick")?;
     base.data.dir = Some(rkif_core::session::default_benchmark_dir());
     base.eval.select = Selection::Last;

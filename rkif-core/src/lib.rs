@@ -5,6 +5,7 @@
 //!
 //! Layers, from the bottom up (each module's doc says what it holds):
 //!
+//! - [`allocator`]: keep freed memory in the process (glibc), set by `rkif` at start.
 //! - [`config`]: the run configuration, presets and validation.
 //! - [`data`]: benchmark folders, examples, replay memory and validation sets.
 //! - [`eval`]: exact-match accuracy, the accuracy matrix and the continual-learning metrics.
@@ -24,6 +25,8 @@
 //! Without default features only `data`, `eval` and `report` build, and they build for
 //! `wasm32-unknown-unknown` (the viewer uses them).
 
+#[cfg(not(target_family = "wasm"))]
+pub mod allocator;
 pub mod config;
 pub mod data;
 pub mod error;

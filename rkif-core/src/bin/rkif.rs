@@ -190,6 +190,8 @@ struct SweepArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any tensor is allocated; RKIF_MALLOC=default opts out (see `allocator`).
+    rkif_core::allocator::keep_freed_memory();
     let cli = Cli::parse();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Before any tensor work: candle and rayon read it once.
