@@ -193,6 +193,11 @@ pub fn check_saved_config(dir: &Path, planned: &RunConfig) -> Result<()> {
     if let serde_json::Value::Object(map) = &mut saved {
         map.remove("run");
     }
+    // Through the typed config and back, so that keys added to the config after the run was
+    // made compare as their defaults (which is what resuming that run would use).
+    let saved = serde_json::from_value::<RunConfig>(saved)
+        .and_then(|c| serde_json::to_value(&c))
+        .map_err(|e| Error::format(run.manifest_path(), format!("config: {e}")))?;
     let mut planned = planned.clone();
     if planned.data.dir.is_none() {
         if let Some(d) = saved.pointer("/data/dir").and_then(|d| d.as_str()) {
@@ -444,6 +449,29 @@ mod tests {
             err.contains("optim.lr") && err.contains("manifest.json"),
             "{err}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_saved_before_a_key_existed_matches_that_keys_default() -> Result<()> {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = RunConfig::default();
+        let dir = tmp.path().join("old");
+        fake_run(&dir, &cfg, 4, Some(4));
+        // As a manifest written before `optim.checkpoint_every` was added.
+        let run = RunDir::open(&dir)?;
+        let mut m = run.load_manifest()?;
+        let optim = m
+            .config
+            .pointer_mut("/optim")
+            .and_then(|o| o.as_object_mut());
+        assert!(optim.unwrap().remove("checkpoint_every").is_some());
+        run.save_manifest(&m)?;
+        check_saved_config(&dir, &cfg)?;
+        let mut other = cfg.clone();
+        other.optim.checkpoint_every += 1;
+        let err = check_saved_config(&dir, &other).unwrap_err().to_string();
+        assert!(err.contains("optim.checkpoint_every"), "{err}");
         Ok(())
     }
 
