@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the browser viewer into rkif-viewer/dist/ (committed; embedded by
 # rkif_core::report::site). Run it after changing the viewer, the report/eval code or
-# Cargo.lock; tests/tests/viewer.rs fails while dist/ is stale.
+# Cargo.lock or rkif-viewer/plotly/; tests/tests/viewer.rs fails while dist/ is stale.
 #
 # Needs: the wasm32-unknown-unknown target and wasm-bindgen-cli at the exact version of the
-# wasm-bindgen crate in Cargo.lock (scripts/viewer-setup.sh installs both), and npm (plotly.js,
-# fetched once and checked by hash; never a CDN at run time).
+# wasm-bindgen crate in Cargo.lock (scripts/viewer-setup.sh installs both), and npm (plotly.js's
+# sources and esbuild, pinned by rkif-viewer/plotly/package-lock.json; only when the committed
+# bundle does not match its hash; never a CDN at run time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
