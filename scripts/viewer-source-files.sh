@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 {
   find rkif-viewer/src rkif-viewer/static rkif-core/src/report rkif-core/src/eval -type f \
     ! -name 'site.rs'
-  printf '%s\n' rkif-viewer/Cargo.toml rkif-core/src/error.rs
+  printf '%s\n' rkif-viewer/Cargo.toml rkif-core/src/error.rs rkif-viewer/plotly/entry.js \
+    rkif-viewer/plotly/package.json rkif-viewer/plotly/package-lock.json
 } | LC_ALL=C sort

@@ -1,6 +1,8 @@
 //! Small DOM helpers. Text always goes in through `textContent`, never `innerHTML`: run files
 //! are untrusted and a task name like `<img onerror=...>` must show as those characters.
 
+use std::cell::RefCell;
+
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{Document, Element};
@@ -108,8 +110,31 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
 }
 
+/// A figure converted for plotly.js, waiting for it to load.
+struct Waiting {
+    div: Element,
+    args: PlotArgs,
+}
+
+/// `Plotly.newPlot`'s data, layout and config.
+type PlotArgs = (JsValue, JsValue, JsValue);
+
+/// Where plotly.js stands. The page builds its first view while plotly.js still loads
+/// (compiling and running it is most of the time to open), so figures asked for before
+/// it is there wait in line and are drawn the moment it is.
+enum Plotly {
+    Loading(Vec<Waiting>),
+    Ready,
+    Failed,
+}
+
+thread_local! {
+    static PLOTLY: RefCell<Plotly> = const { RefCell::new(Plotly::Loading(Vec::new())) };
+}
+
 /// Draws `figure` into `div` with plotly.js (loaded by the page from its own folder), and
-/// marks the moment (`rkif:drawn:<div id>`, see [`mark`]).
+/// marks the moment (`rkif:drawn:<div id>`, see [`mark`]). Before [`plotly_settled`] the
+/// figure is converted now and drawn then; after plotly.js failed to load it is an error.
 pub fn plot(div: &Element, figure: &Figure) -> Result<(), JsValue> {
     let to_js = |value: &serde_json::Value| -> Result<JsValue, JsValue> {
         let text = serde_json::to_string(value).map_err(|e| JsValue::from_str(&e.to_string()))?;
@@ -118,7 +143,54 @@ pub fn plot(div: &Element, figure: &Figure) -> Result<(), JsValue> {
     let data = to_js(&serde_json::Value::Array(figure.data.clone()))?;
     let layout = to_js(&figure.layout)?;
     let config = to_js(&serde_json::json!({ "displaylogo": false, "responsive": true }))?;
-    new_plot(div, &data, &layout, &config)?;
+    let args = (data, layout, config);
+    let args = PLOTLY.with(|state| match &mut *state.borrow_mut() {
+        Plotly::Loading(waiting) => {
+            waiting.push(Waiting {
+                div: div.clone(),
+                args,
+            });
+            Ok(None)
+        }
+        Plotly::Ready => Ok(Some(args)),
+        Plotly::Failed => Err(JsValue::from_str("plotly.js is not loaded")),
+    })?;
+    match args {
+        Some(args) => draw(div, &args),
+        None => Ok(()),
+    }
+}
+
+/// Records that plotly.js has loaded (`loaded`) or failed to, and draws the figures that
+/// waited for it, in the order asked, skipping those whose element left the page. Returns
+/// the first drawing error (the others are still drawn).
+pub fn plotly_settled(loaded: bool) -> Result<(), JsValue> {
+    let next = if loaded {
+        Plotly::Ready
+    } else {
+        Plotly::Failed
+    };
+    let waiting = PLOTLY.with(|state| match state.replace(next) {
+        Plotly::Loading(waiting) => waiting,
+        Plotly::Ready | Plotly::Failed => Vec::new(),
+    });
+    if !loaded {
+        return Ok(());
+    }
+    let mut first_error = Ok(());
+    for figure in waiting {
+        if figure.div.is_connected() {
+            let drawn = draw(&figure.div, &figure.args);
+            if first_error.is_ok() {
+                first_error = drawn;
+            }
+        }
+    }
+    first_error
+}
+
+fn draw(div: &Element, (data, layout, config): &PlotArgs) -> Result<(), JsValue> {
+    new_plot(div, data, layout, config)?;
     mark(&format!("rkif:drawn:{}", div.id()));
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use rkif_core::report::figures::Figure;
 use rkif_viewer::dom;
 use rkif_viewer::run::RunData;
 use rkif_viewer::zip::{read_zip, strip_common_folder};
@@ -55,6 +56,48 @@ fn deflated_zip_entries_inflate() {
     let zip = zip_with(b"run/manifest.json", &deflated, data.len());
     let files = strip_common_folder(read_zip("z.zip", &zip).unwrap());
     assert_eq!(files.get("manifest.json").unwrap(), data);
+}
+
+/// The page builds its first view while plotly.js loads: figures asked for before it is there
+/// are drawn when it is, in order, except those whose element left the page meanwhile; after
+/// that, at once. A stand-in `Plotly.newPlot` records the ids of the elements drawn into.
+#[wasm_bindgen_test]
+fn figures_wait_for_plotly_and_are_drawn_once_it_has_loaded() {
+    let window = web_sys::window().unwrap();
+    let body: web_sys::Element = dom::document().unwrap().body().unwrap().into();
+    let figure = Figure {
+        data: vec![serde_json::json!({ "type": "bar", "x": ["a"], "y": [1] })],
+        layout: serde_json::json!({}),
+    };
+    let first = dom::add_with_id(&body, "div", "waits-first", "").unwrap();
+    let gone = dom::add_with_id(&body, "div", "waits-gone", "").unwrap();
+    let second = dom::add_with_id(&body, "div", "waits-second", "").unwrap();
+    for div in [&first, &gone, &second] {
+        dom::plot(div, &figure).unwrap();
+    }
+    gone.remove();
+
+    let drawn = js_sys::Array::new();
+    let record = js_sys::Function::new_with_args("div", "this.drawn.push(div.id)");
+    let plotly = js_sys::Object::new();
+    js_sys::Reflect::set(&plotly, &"drawn".into(), &drawn).unwrap();
+    js_sys::Reflect::set(&plotly, &"newPlot".into(), &record).unwrap();
+    js_sys::Reflect::set(&window, &"Plotly".into(), &plotly).unwrap();
+    let ids = || -> Vec<String> { drawn.iter().filter_map(|id| id.as_string()).collect() };
+    assert!(
+        ids().is_empty(),
+        "drawn before plotly.js loaded: {:?}",
+        ids()
+    );
+
+    dom::plotly_settled(true).unwrap();
+    assert_eq!(ids(), ["waits-first", "waits-second"]);
+    let later = dom::add_with_id(&body, "div", "drawn-at-once", "").unwrap();
+    dom::plot(&later, &figure).unwrap();
+    assert_eq!(ids(), ["waits-first", "waits-second", "drawn-at-once"]);
+    for div in [first, second, later] {
+        div.remove();
+    }
 }
 
 /// Raw deflate of `data` as one stored block (valid deflate, hand-checkable).

@@ -11,6 +11,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rkif_core::report::figures::{
+    accuracy_heatmap, comparison_heatmaps, element_map, forgetting_bars, fusion_shares,
+    importance_layers, training_curves,
+};
 use rkif_core::report::site::write_site;
 use rkif_core::report::{MetricsFile, RunDir};
 use rkif_tests::fake_run::FakeRun;
@@ -24,10 +28,15 @@ fn repo_root() -> PathBuf {
 
 /// The files the viewer is built from, as `scripts/viewer-source-files.sh` lists them.
 fn viewer_sources(root: &Path) -> Vec<String> {
-    let mut files = vec![
-        "rkif-viewer/Cargo.toml".to_owned(),
-        "rkif-core/src/error.rs".to_owned(),
-    ];
+    let mut files: Vec<String> = [
+        "rkif-viewer/Cargo.toml",
+        "rkif-core/src/error.rs",
+        "rkif-viewer/plotly/entry.js",
+        "rkif-viewer/plotly/package.json",
+        "rkif-viewer/plotly/package-lock.json",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let mut folders: Vec<PathBuf> = [
         "rkif-viewer/src",
         "rkif-viewer/static",
@@ -81,6 +90,57 @@ fn committed_viewer_assets_match_their_sources() {
         "the wasm is {} bytes, over 1 MiB",
         wasm.len()
     );
+}
+
+/// The viewer's plotly.js is a partial bundle (rkif-viewer/plotly/entry.js): a figure whose
+/// trace type it lacks would draw nothing. Every figure the viewer draws, made from a fake
+/// run, must use only the trace types the committed bundle registers.
+#[test]
+fn bundled_plotly_registers_every_trace_type_the_figures_use() {
+    let bundle = fs::read_to_string(repo_root().join("rkif-viewer/dist/plotly.min.js")).unwrap();
+    let registered = |kind: &str| bundle.contains(&format!("moduleType:\"trace\",name:\"{kind}\""));
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = FakeRun::standard("kif", "recurrent-kif", 0.0)
+        .write(tmp.path(), "a")
+        .unwrap();
+    let run = RunDir::open(&folder).unwrap();
+    let metrics = run.load_metrics().unwrap();
+    let events = run.load_events().unwrap();
+    let entry = run.importance_entries().unwrap().remove(0);
+    let snapshot = run.load_importance(entry.task, entry.round).unwrap();
+    let map = snapshot
+        .maps
+        .first()
+        .expect("the fake run's snapshots have element maps");
+    let figures = [
+        accuracy_heatmap(&metrics),
+        forgetting_bars(&metrics),
+        comparison_heatmaps(&[("a", &metrics), ("b", &metrics)]),
+        importance_layers(&snapshot),
+        element_map(map),
+        fusion_shares(&events),
+        training_curves(&events),
+    ];
+    let mut kinds: Vec<&str> = figures
+        .iter()
+        .flat_map(|figure| &figure.data)
+        // plotly's default trace type is scatter.
+        .map(|trace| trace["type"].as_str().unwrap_or("scatter"))
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        ["bar", "heatmap", "scatter"],
+        "the trace types the figures use"
+    );
+    for kind in kinds {
+        assert!(
+            registered(kind),
+            "rkif-viewer/dist/plotly.min.js does not register `{kind}`: add it to rkif-viewer/plotly/entry.js"
+        );
+    }
+    assert!(!registered("pie"), "the bundle is not the partial one");
 }
 
 /// Two good runs, a hostile one (markup in every text field), and a malformed one.
