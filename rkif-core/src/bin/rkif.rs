@@ -86,12 +86,8 @@ enum Command {
 
 #[derive(clap::Args, Default)]
 struct RunArgs {
-    /// A TOML config file (see `--print-config` for every key).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2 (default: quick).
-    #[arg(long)]
-    preset: Option<String>,
+    #[command(flatten)]
+    base: BaseConfigArgs,
     /// Methods to run, each into its own run folder (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     method: Vec<String>,
@@ -103,15 +99,8 @@ struct RunArgs {
     /// The root seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// At most this many training examples per task.
-    #[arg(long)]
-    max_train: Option<usize>,
-    /// At most this many test examples per task.
-    #[arg(long)]
-    max_eval: Option<usize>,
-    /// Epochs per task.
-    #[arg(long)]
-    epochs: Option<usize>,
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// Where run folders go (one per method).
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -126,12 +115,8 @@ struct EvalArgs {
     /// bare base model is evaluated. An adapter inside a run folder takes that run's config
     /// (model, benchmark, order, caps) unless --config or --preset is given.
     adapter: Option<PathBuf>,
-    /// A TOML config file (model, data and eval settings are used).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2.
-    #[arg(long)]
-    preset: Option<String>,
+    #[command(flatten)]
+    base: BaseConfigArgs,
     /// Tasks to evaluate, in this order (repeat or comma-separate); overrides --order.
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<String>,
@@ -153,12 +138,8 @@ struct EvalArgs {
 
 #[derive(clap::Args)]
 struct SweepArgs {
-    /// A TOML config file (see `rkif run --print-config` for every key).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2 (default: quick).
-    #[arg(long)]
-    preset: Option<String>,
+    #[command(flatten)]
+    base: BaseConfigArgs,
     /// Methods (repeat or comma-separate; default: seq-lora,rkif).
     #[arg(long, value_delimiter = ',')]
     method: Vec<String>,
@@ -171,15 +152,8 @@ struct SweepArgs {
     seed: Vec<u64>,
     #[command(flatten)]
     source: SourceArgs,
-    /// At most this many training examples per task.
-    #[arg(long)]
-    max_train: Option<usize>,
-    /// At most this many test examples per task.
-    #[arg(long)]
-    max_eval: Option<usize>,
-    /// Epochs per task.
-    #[arg(long)]
-    epochs: Option<usize>,
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// The sweep folder.
     #[arg(long, default_value = "sweeps")]
     out: PathBuf,
@@ -266,6 +240,57 @@ fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>, ctrlc::Error> {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Where the settings start from: the flags `run`, `eval` and `sweep` share.
+#[derive(clap::Args, Clone, Default)]
+struct BaseConfigArgs {
+    /// A TOML config file (see `rkif run --print-config` for every key; `eval` uses its
+    /// model, data and eval settings).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2 (default: quick).
+    #[arg(long)]
+    preset: Option<String>,
+}
+
+impl BaseConfigArgs {
+    /// The config file or preset asked for, `None` when neither was given.
+    fn load(&self) -> rkif_core::Result<Option<RunConfig>> {
+        match (&self.config, &self.preset) {
+            (Some(path), _) => RunConfig::from_toml_file(path).map(Some),
+            (None, Some(p)) => RunConfig::preset(p).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// How much of each task is trained on and tested: the flags `run` and `sweep` share.
+#[derive(clap::Args, Clone, Default)]
+struct BudgetArgs {
+    /// At most this many training examples per task.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// At most this many test examples per task.
+    #[arg(long)]
+    max_eval: Option<usize>,
+    /// Epochs per task.
+    #[arg(long)]
+    epochs: Option<usize>,
+}
+
+impl BudgetArgs {
+    fn apply(&self, cfg: &mut RunConfig) {
+        if let Some(n) = self.max_train {
+            cfg.data.max_train_per_task = Some(n);
+        }
+        if let Some(n) = self.max_eval {
+            cfg.eval.max_examples_per_task = Some(n);
+        }
+        if let Some(n) = self.epochs {
+            cfg.optim.epochs = n;
+        }
+    }
+}
+
 /// Where the benchmark and the model come from: the flags `run`, `eval` and `sweep` share.
 #[derive(clap::Args, Clone, Default)]
 struct SourceArgs {
@@ -296,10 +321,9 @@ impl SourceArgs {
 }
 
 fn resolve_config(args: &RunArgs) -> rkif_core::Result<RunConfig> {
-    let mut cfg = match (&args.config, &args.preset) {
-        (Some(path), _) => RunConfig::from_toml_file(path)?,
-        (None, Some(p)) => RunConfig::preset(p)?,
-        (None, None) => RunConfig::preset("quick")?,
+    let mut cfg = match args.base.load()? {
+        Some(cfg) => cfg,
+        None => RunConfig::preset("quick")?,
     };
     if let Some(o) = &args.order {
         cfg.data.order = Some(o.clone());
@@ -308,15 +332,7 @@ fn resolve_config(args: &RunArgs) -> rkif_core::Result<RunConfig> {
     if let Some(s) = args.seed {
         cfg.seed = s;
     }
-    if let Some(n) = args.max_train {
-        cfg.data.max_train_per_task = Some(n);
-    }
-    if let Some(n) = args.max_eval {
-        cfg.eval.max_examples_per_task = Some(n);
-    }
-    if let Some(n) = args.epochs {
-        cfg.optim.epochs = n;
-    }
+    args.budget.apply(&mut cfg);
     cfg.validate()?;
     Ok(cfg)
 }
@@ -429,12 +445,9 @@ fn run_one(
 fn sweep(args: SweepArgs) -> CliResult {
     use rkif_core::sweep::{check_saved_config, run_status, RunStatus, SweepGrid, SweepRecord};
     let run_args = RunArgs {
-        config: args.config.clone(),
-        preset: args.preset.clone(),
+        base: args.base.clone(),
         source: args.source.clone(),
-        max_train: args.max_train,
-        max_eval: args.max_eval,
-        epochs: args.epochs,
+        budget: args.budget.clone(),
         order: args.order.first().cloned(),
         ..RunArgs::default()
     };
@@ -641,11 +654,10 @@ fn resolve_eval_config(args: &EvalArgs) -> rkif_core::Result<RunConfig> {
         .adapter
         .as_deref()
         .and_then(rkif_core::session::run_of_adapter);
-    let mut cfg = match (&args.config, &args.preset, run) {
-        (Some(path), _, _) => RunConfig::from_toml_file(path)?,
-        (None, Some(p), _) => RunConfig::preset(p)?,
-        (None, None, Some(run)) => rkif_core::session::run_config(&run)?,
-        (None, None, None) => RunConfig::preset("quick")?,
+    let mut cfg = match (args.base.load()?, run) {
+        (Some(cfg), _) => cfg,
+        (None, Some(run)) => rkif_core::session::run_config(&run)?,
+        (None, None) => RunConfig::preset("quick")?,
     };
     if let Some(o) = &args.order {
         cfg.data.order = Some(o.clone());
