@@ -26,6 +26,16 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// Log-softmax over the last axis, `x - max - log(sum(exp(x - max)))`, differentiable through
+/// candle's ops (the loss's, where no cancellation arises). The max only shifts the values for
+/// stability and leaves the result unchanged, so it is kept out of the graph. Any shape.
+pub fn log_softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&log_sum)
+}
+
 /// Forward hands back the precomputed probabilities; backward maps `g` to `p (g - sum g p)`.
 struct SoftmaxBackward;
 

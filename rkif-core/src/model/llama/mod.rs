@@ -17,9 +17,10 @@ pub use config::LlamaConfig;
 
 use super::lora::{is_target, LoraConfig, LoraLinear, SharedRng};
 use super::{LoraModel, Weights};
+use crate::model::softmax::log_softmax_last_dim;
 use crate::{Error, Result};
 use generate::KvCache;
-use ops::{apply_rope, attention_bias, log_softmax_last, repeat_kv, rms_norm, rope_tables};
+use ops::{apply_rope, attention_bias, repeat_kv, rms_norm, rope_tables};
 
 /// Label value that marks a position without loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -273,7 +274,7 @@ impl Llama {
         let device = hidden.device();
         let rows = Tensor::from_vec(rows, targets.len(), device)?;
         let picked = hidden.reshape((b * t, h))?.index_select(&rows, 0)?;
-        let logp = log_softmax_last(&self.project(&picked, train)?.to_dtype(DType::F32)?)?;
+        let logp = log_softmax_last_dim(&self.project(&picked, train)?.to_dtype(DType::F32)?)?;
         let n = targets.len();
         let targets = Tensor::from_vec(targets, (n, 1), device)?;
         let nll = logp.gather(&targets, 1)?.neg()?;

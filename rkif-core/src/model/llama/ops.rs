@@ -140,14 +140,6 @@ pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
     crate::model::softmax::softmax_last_dim(x)
 }
 
-/// Log-softmax over the last dimension, `x - max - log(sum(exp(x - max)))`.
-pub fn log_softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
-}
-
 /// Repeat each key/value head `groups` times so that it lines up with its query heads.
 ///
 /// Shapes: `[b, kv_heads, s, d]` -> `[b, kv_heads * groups, s, d]`.
@@ -200,7 +192,7 @@ mod tests {
         let fused = candle_nn::ops::softmax_last_dim(x.as_tensor())?;
         let d = (&ours - fused)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-6, "{d}");
-        let logp = log_softmax_last(x.as_tensor())?;
+        let logp = crate::model::softmax::log_softmax_last_dim(x.as_tensor())?;
         let d = (logp.exp()? - &ours)?
             .abs()?
             .max_all()?

@@ -1,6 +1,6 @@
 //! Teacher forcing and the cross-entropy loss: labels with `-100` for ignored positions.
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 
 use crate::{Error, Result};
 
@@ -93,20 +93,11 @@ impl Labels {
     }
 }
 
-/// Log-softmax over the last axis, differentiable and stable (the max is shifted out; it does
-/// not change the result, so it is kept out of the graph).
-pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&log_sum)
-}
-
 /// Per-position cross-entropy: `logits` `[N, V]`, `targets` `[N]` u32 -> `[N]` (f32, or f64
 /// for f64 logits).
 pub fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let dtype = super::layers::stream_dtype(logits.dtype());
-    let logp = log_softmax(&logits.to_dtype(dtype)?)?;
+    let logp = crate::model::softmax::log_softmax_last_dim(&logits.to_dtype(dtype)?)?;
     logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
 }
 
