@@ -6,8 +6,9 @@
 //! the product is computed outside the graph and re-attached to `x` through a custom op whose
 //! backward returns `dy W` and nothing for the weight.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::Tensor;
+
+use crate::model::hand_backward::{attach, Backward1};
 
 /// `x W^T` for a frozen `W`.
 ///
@@ -25,60 +26,28 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor>
         .reshape((rows, in_dim))?
         .matmul(&weight.t()?)?
         .reshape(out_shape)?;
-    if x.track_op() {
-        // One graph node from `x` to the result: reshapes around it would each cost the
-        // backward pass a zero-filled gradient buffer and an addition of their size.
-        x.apply_op2(
-            &y,
-            InputGradOnly {
-                weight: weight.detach(),
-            },
-        )
-    } else {
-        Ok(y)
-    }
+    // One graph node from `x` to the result: reshapes around it would each cost the backward
+    // pass a zero-filled gradient buffer and an addition of their size.
+    attach(
+        x,
+        y,
+        InputGradOnly {
+            weight: weight.detach(),
+        },
+    )
 }
 
-/// The custom op: forward hands back the precomputed product, backward maps `dy` to `dy W`.
+/// The backward: `dy` to `dy W`, and nothing for the weight.
 struct InputGradOnly {
     weight: Tensor,
 }
 
-impl CustomOp2 for InputGradOnly {
+impl Backward1 for InputGradOnly {
     fn name(&self) -> &'static str {
         "frozen-linear"
     }
 
-    fn cpu_fwd(
-        &self,
-        _x: &CpuStorage,
-        _x_layout: &Layout,
-        y: &CpuStorage,
-        y_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("frozen_linear: precomputed product", y_layout)?;
-        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _x: &candle_core::CudaStorage,
-        _x_layout: &Layout,
-        y: &candle_core::CudaStorage,
-        y_layout: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("frozen_linear: precomputed product", y_layout)?;
-        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _y: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn input_grad(&self, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Tensor> {
         // grad_res: [..., out]; weight: [out, in] -> [..., in], through one 2-D matmul.
         let (out_dim, in_dim) = self.weight.dims2()?;
         let rows = grad_res.elem_count() / out_dim.max(1);
@@ -86,11 +55,10 @@ impl CustomOp2 for InputGradOnly {
         if let Some(last) = in_shape.last_mut() {
             *last = in_dim;
         }
-        let grad_x = grad_res
+        grad_res
             .reshape((rows, out_dim))?
             .matmul(&self.weight)?
-            .reshape(in_shape)?;
-        Ok((Some(grad_x), None))
+            .reshape(in_shape)
     }
 }
 

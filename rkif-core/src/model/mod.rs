@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod embedded;
 pub mod frozen;
 pub mod gguf;
+mod hand_backward;
 pub mod llama;
 pub mod lora;
 pub(crate) mod norm;
@@ -77,19 +78,3 @@ pub trait LoraModel {
     }
 }
 
-/// The custom ops here compute their forward with ordinary candle operations and hand the result
-/// to candle as the op's output (so that only the backward is custom); candle copies that storage
-/// as it is, which is only right for a contiguous tensor starting at offset 0. `what` names the
-/// op and its result in the error.
-pub(crate) fn precomputed_is_contiguous(
-    what: &str,
-    layout: &candle_core::Layout,
-) -> candle_core::Result<()> {
-    if layout.is_contiguous() && layout.start_offset() == 0 {
-        Ok(())
-    } else {
-        Err(candle_core::Error::Msg(format!(
-            "{what} must be contiguous"
-        )))
-    }
-}

@@ -14,8 +14,9 @@
 //! dw = sum over rows of g * x * r                          (only when w trains)
 //! ```
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
+use candle_core::{DType, Tensor, D};
+
+use crate::model::hand_backward::{attach2, Backward2};
 
 /// `1 / sqrt(mean(x^2) + eps)` over the last axis, `[..., 1]`, rounded as PyTorch's
 /// rsqrt-then-multiply form is.
@@ -32,11 +33,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Te
         .broadcast_mul(&inverse_rms(&xd, eps)?)?
         .broadcast_mul(&weight.detach())?
         .contiguous()?;
-    if x.track_op() || weight.track_op() {
-        x.apply_op3(weight, &y, RmsNormBackward { eps })
-    } else {
-        Ok(y)
-    }
+    attach2(x, weight, y, RmsNormBackward { eps })
 }
 
 /// Whether [`rms_norm`] handles this dtype (the closed-form backward is written for f32
@@ -45,52 +42,23 @@ pub fn fused_dtype(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F64)
 }
 
-/// Inputs `(x, weight, result)`: forward hands back the precomputed result; backward applies
-/// the closed form above.
+/// The backward: the closed form above.
 struct RmsNormBackward {
     eps: f64,
 }
 
-impl CustomOp3 for RmsNormBackward {
+impl Backward2 for RmsNormBackward {
     fn name(&self) -> &'static str {
         "rms-norm"
     }
 
-    fn cpu_fwd(
-        &self,
-        _x: &CpuStorage,
-        _x_layout: &Layout,
-        _w: &CpuStorage,
-        _w_layout: &Layout,
-        y: &CpuStorage,
-        y_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("rms_norm: precomputed result", y_layout)?;
-        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _x: &candle_core::CudaStorage,
-        _x_layout: &Layout,
-        _w: &candle_core::CudaStorage,
-        _w_layout: &Layout,
-        y: &candle_core::CudaStorage,
-        y_layout: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("rms_norm: precomputed result", y_layout)?;
-        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
-    }
-
-    fn bwd(
+    fn input_grads(
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _y: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let x = x.detach();
         let h = x.dim(D::Minus1)?;
         let r = inverse_rms(&x, self.eps)?;
@@ -105,7 +73,7 @@ impl CustomOp3 for RmsNormBackward {
         } else {
             None
         };
-        Ok((Some(grad_x), grad_w, None))
+        Ok((Some(grad_x), grad_w))
     }
 }
 

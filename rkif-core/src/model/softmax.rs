@@ -7,8 +7,9 @@
 //! cancels, and rounding it in another order moves the LoRA gradients far more than the
 //! inputs' own rounding. One node instead of five also keeps the graph small.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, D};
+use candle_core::{Tensor, D};
+
+use crate::model::hand_backward::{attach, Backward1};
 
 /// Softmax over the last axis, differentiable (see the module doc). Any shape.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -19,11 +20,7 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     let p = e
         .broadcast_mul(&e.sum_keepdim(D::Minus1)?.recip()?)?
         .contiguous()?;
-    if x.track_op() {
-        x.apply_op2(&p, SoftmaxBackward)
-    } else {
-        Ok(p)
-    }
+    attach(x, p, SoftmaxBackward)
 }
 
 /// Log-softmax over the last axis, `x - max - log(sum(exp(x - max)))`, differentiable through
@@ -36,46 +33,17 @@ pub fn log_softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     shifted.broadcast_sub(&log_sum)
 }
 
-/// Forward hands back the precomputed probabilities; backward maps `g` to `p (g - sum g p)`.
+/// The backward: `g` to `p (g - sum g p)`, with `p` the op's result.
 struct SoftmaxBackward;
 
-impl CustomOp2 for SoftmaxBackward {
+impl Backward1 for SoftmaxBackward {
     fn name(&self) -> &'static str {
         "softmax"
     }
 
-    fn cpu_fwd(
-        &self,
-        _x: &CpuStorage,
-        _x_layout: &Layout,
-        p: &CpuStorage,
-        p_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("softmax: precomputed probabilities", p_layout)?;
-        Ok((p.try_clone(p_layout)?, p_layout.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _x: &candle_core::CudaStorage,
-        _x_layout: &Layout,
-        p: &candle_core::CudaStorage,
-        p_layout: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("softmax: precomputed probabilities", p_layout)?;
-        Ok((p.try_clone(p_layout)?, p_layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _p: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dot = (grad_res * res)?.sum_keepdim(D::Minus1)?;
-        Ok((Some(grad_res.broadcast_sub(&dot)?.mul(res)?), None))
+    fn input_grad(&self, p: &Tensor, grad_res: &Tensor) -> candle_core::Result<Tensor> {
+        let dot = (grad_res * p)?.sum_keepdim(D::Minus1)?;
+        grad_res.broadcast_sub(&dot)?.mul(p)
     }
 }
 

@@ -5,8 +5,9 @@
 //! or (RMS norm, softmax, RoPE) computed from elementary ops on a detached input and attached
 //! to the graph as one custom op with its backward written out, which keeps the graph small.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::model::hand_backward::{attach, Backward1};
 
 /// RMS norm over the last dimension: `w * x / sqrt(mean(x^2) + eps)`, computed in f32 as
 /// Hugging Face does.
@@ -57,20 +58,17 @@ pub fn rope_tables(
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let xd = x.detach();
     let y = (xd.broadcast_mul(cos)? + rotate_half(&xd)?.broadcast_mul(sin)?)?;
-    if x.track_op() {
-        // One graph node instead of seven activation-sized ones (narrows, negation,
-        // concatenation, products, sum), each of which would cost the backward pass a
-        // zero-filled gradient buffer and an addition.
-        x.apply_op2(
-            &y.contiguous()?,
-            RopeBackward {
-                cos: cos.detach(),
-                sin: sin.detach(),
-            },
-        )
-    } else {
-        Ok(y)
-    }
+    // One graph node instead of seven activation-sized ones (narrows, negation, concatenation,
+    // products, sum), each of which would cost the backward pass a zero-filled gradient buffer
+    // and an addition.
+    attach(
+        x,
+        y.contiguous()?,
+        RopeBackward {
+            cos: cos.detach(),
+            sin: sin.detach(),
+        },
+    )
 }
 
 /// `cat(-x2, x1)` over the halves of the last dimension.
@@ -88,49 +86,18 @@ struct RopeBackward {
     sin: Tensor,
 }
 
-impl CustomOp2 for RopeBackward {
+impl Backward1 for RopeBackward {
     fn name(&self) -> &'static str {
         "rope"
     }
 
-    fn cpu_fwd(
-        &self,
-        _x: &CpuStorage,
-        _x_layout: &Layout,
-        y: &CpuStorage,
-        y_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("rope: precomputed rotation", y_layout)?;
-        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _x: &candle_core::CudaStorage,
-        _x_layout: &Layout,
-        y: &candle_core::CudaStorage,
-        y_layout: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        crate::model::precomputed_is_contiguous("rope: precomputed rotation", y_layout)?;
-        Ok((y.try_clone(y_layout)?, y_layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _y: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn input_grad(&self, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Tensor> {
         let d = grad_res.dim(D::Minus1)?;
         let half = d / 2;
         let s = grad_res.broadcast_mul(&self.sin)?;
         let s1 = s.narrow(D::Minus1, 0, half)?;
         let s2 = s.narrow(D::Minus1, half, d - half)?;
-        let grad =
-            (grad_res.broadcast_mul(&self.cos)? + Tensor::cat(&[&s2, &s1.neg()?], D::Minus1)?)?;
-        Ok((Some(grad), None))
+        grad_res.broadcast_mul(&self.cos)? + Tensor::cat(&[&s2, &s1.neg()?], D::Minus1)?
     }
 }
 
