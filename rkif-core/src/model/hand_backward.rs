@@ -193,7 +193,11 @@ mod tests {
 
     #[test]
     fn a_non_contiguous_value_is_an_error_naming_the_op() -> candle_core::Result<()> {
-        let x = Var::from_tensor(&Tensor::ones((2, 3), candle_core::DType::F32, &Device::Cpu)?)?;
+        let x = Var::from_tensor(&Tensor::ones(
+            (2, 3),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )?)?;
         let value = x.as_tensor().detach().t()?;
         let err = attach(x.as_tensor(), value, TimesThree).unwrap_err();
         assert!(err.to_string().contains("times-three"), "{err}");
