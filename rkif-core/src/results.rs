@@ -620,7 +620,13 @@ fn reproduce_section(
 ) {
     let _ = writeln!(md, "## Reproduce\n");
     if let Some(c) = command {
-        let _ = writeln!(md, "The runs were made with:\n\n    {c}\n");
+        // One command per line, each indented as a code block.
+        let block: Vec<&str> = c.lines().collect();
+        let _ = writeln!(
+            md,
+            "The runs were made with:\n\n    {}\n",
+            block.join("\n    ")
+        );
     }
     let _ = writeln!(
         md,
@@ -727,7 +733,7 @@ fn sweep_commands(paths: &[impl AsRef<Path>]) -> Option<String> {
         .filter_map(|p| crate::sweep::SweepRecord::load(p.as_ref()).ok())
         .map(|r| r.command)
         .collect();
-    (!commands.is_empty()).then(|| commands.join("\n    "))
+    (!commands.is_empty()).then(|| commands.join("\n"))
 }
 
 /// The viewer site of `records`, each run named `<order>-<method>-seed-<seed>`: the runs'
@@ -891,8 +897,13 @@ mod tests {
         save("seq-lora", Some(&[&[0.5], &[0.25, 0.75]]))?;
         save("rkif", None)?;
         let out = tmp.path().join("results");
-        let written = write_results(&[tmp.path()], &out, None)?;
+        let written = write_results(&[tmp.path()], &out, Some("rkif sweep a\nrkif sweep b"))?;
         assert_eq!(written, ResultsWritten { runs: 1, groups: 1 });
+        let md = fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(
+            md.contains("    rkif sweep a\n    rkif sweep b\n"),
+            "each command line is indented as code: {md}"
+        );
         let md = fs::read_to_string(out.join("README.md")).unwrap();
         assert!(
             md.contains("| seq-lora | 42 | 50.0 | -25.0 | 25.0 | 75.0 |"),
