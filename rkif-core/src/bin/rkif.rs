@@ -247,7 +247,8 @@ struct BaseConfigArgs {
     /// model, data and eval settings).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2 (default: quick).
+    /// A preset: reference-t5, reference-llama, quick, cpu-smollm2 (default: quick; for `eval`
+    /// of an adapter inside a run folder, that run's config).
     #[arg(long)]
     preset: Option<String>,
 }
